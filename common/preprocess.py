@@ -1,0 +1,112 @@
+"""Image decoding and preprocessing: the one definition the worker, evaluation and training's
+validation all use, so the service sees exactly what the model was measured on.
+
+Pure Pillow + NumPy: the web process may import it to sniff uploads without pulling in a model runtime.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Crops wider (or taller) than this are trimmed at the centre before the square resize: training's
+# random crops span aspect ratios 3/4..4/3, so a photo squeezed beyond that looks unlike anything the
+# model saw, while cropping a 4:3 or 16:9 photo to 4:3 keeps nearly all of the scene.
+MAX_ASPECT = 4 / 3
+
+
+class ImageError(ValueError):
+    """An upload that is not a usable image; `code` is the stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the model expects; built from the model card, never hard-coded elsewhere."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_card(cls, card: dict) -> "Preprocessing":
+        p = card["preprocessing"]
+        return cls(size=int(p["input_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]))
+
+
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Reads the header only (cheap): format and size are known, no pixels are decoded yet."""
+    if not data:
+        raise ImageError("empty_file", "the file is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError("not_an_image", f"not a readable image ({type(exc).__name__})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError("image_too_large", str(exc)) from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            "image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels:,} pixels"
+        )
+    return image
+
+
+def decode_rgb(data: bytes, size: int, max_pixels: int) -> Image.Image:
+    """Decodes an upload to an upright RGB image, letting JPEG decode at reduced scale when the
+    photo is much larger than the model input (a 4000x3000 photo decodes at 1/8 the work)."""
+    image = open_image(data, max_pixels)
+    try:
+        # draft() keeps at least the requested size, so quality at `size` is unaffected.
+        image.draft("RGB", (size * 2, size * 2))
+        image.seek(0)  # first frame of a GIF or other animation
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageError("corrupt_image", f"the image could not be decoded ({exc})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale: scale to 8 bits rather than let convert() clip at 255.
+        pixels = np.asarray(image, dtype=np.float32)
+        image = Image.fromarray((pixels / max(pixels.max(), 1.0) * 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent areas become white, as a browser would show them, not black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def center_crop_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+    """Trims the long side so the aspect ratio is at most `max_aspect`."""
+    width, height = image.size
+    if width > height * max_aspect:
+        new_width = round(height * max_aspect)
+        left = (width - new_width) // 2
+        return image.crop((left, 0, left + new_width, height))
+    if height > width * max_aspect:
+        new_height = round(width * max_aspect)
+        top = (height - new_height) // 2
+        return image.crop((0, top, width, top + new_height))
+    return image
+
+
+def to_array(image: Image.Image, prep: Preprocessing) -> np.ndarray:
+    """RGB image -> normalized float32 CHW array of shape (3, size, size)."""
+    square = center_crop_aspect(image).resize((prep.size, prep.size), Image.BILINEAR)
+    pixels = np.asarray(square, dtype=np.float32) / 255.0
+    pixels = (pixels - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def preprocess(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
+    """Upload bytes -> model input, or ImageError saying why not."""
+    return to_array(decode_rgb(data, prep.size, max_pixels), prep)

@@ -1,0 +1,190 @@
+"""Fine-tunes EfficientNet-Lite0 on the 100 Sports training split, on a CPU.
+
+Recipe (why each part): the stem and first 5 blocks stay frozen (ImageNet edges/textures; they are
+the costliest to back-propagate at high resolution), the rest fine-tunes with AdamW and a warmup +
+cosine schedule; early epochs train at 192 px and the last ones at 224 px, the size it serves at
+(progressive resizing: ~35% cheaper epochs first, then the train/test size gap closed); label
+smoothing and class-weighted loss for the 59..191 images per class. A checkpoint after every epoch
+lets `--resume` continue after an interruption; the best epoch on valid is kept for export.
+
+    python -m ml.train --data ../shared/data/sports100 --out ml/runs/lite0
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from common.preprocess import Preprocessing
+from ml.data import ServedImages, TrainImages, class_weights, read_classes, train_transform
+from ml.model import ARCHITECTURE, MEAN, STD, build_model, freeze, set_train_mode
+from ml.plots import plot_curves
+
+
+@dataclass
+class Config:
+    data: str = "../shared/data/sports100"
+    out: str = "ml/runs/lite0"
+    epochs: int = 9
+    size: int = 224  # serving size; the last epochs train at it
+    low_res: int = 192
+    low_res_epochs: int = 6
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    dropout: float = 0.2
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 0.5
+    frozen_blocks: int = 5
+    patience: int = 3  # early stopping: epochs without a better valid top-1
+    seed: int = 0
+    workers: int = 1
+    threads: int = 2
+    limit_per_class: int = 0  # >0: a tiny subset, for smoke tests
+    max_steps: int = 0  # >0: stop each epoch after this many steps, for smoke tests
+    pretrained: bool = True
+    resume: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_size(cfg: Config, epoch: int) -> int:
+    return cfg.low_res if epoch < cfg.low_res_epochs else cfg.size
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+@torch.no_grad()
+def evaluate(model, loader) -> dict:
+    model.eval()
+    loss, top1, top3, n = 0.0, 0, 0, 0
+    for images, labels in loader:
+        logits = model(images)
+        loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        best3 = logits.topk(3, dim=1).indices
+        top1 += (best3[:, 0] == labels).sum().item()
+        top3 += (best3 == labels[:, None]).any(dim=1).sum().item()
+        n += len(labels)
+    return {"valid_loss": loss / n, "valid_top1": top1 / n, "valid_top3": top3 / n}
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, weights, cfg: Config, desc: str) -> dict:
+    set_train_mode(model, cfg.frozen_blocks)
+    loss_sum, correct, n = 0.0, 0, 0
+    bar = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
+    for step, (images, labels) in enumerate(bar):
+        if cfg.max_steps and step >= cfg.max_steps:
+            break
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels, weight=weights, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        n += len(labels)
+        bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+    return {"train_loss": loss_sum / max(n, 1), "train_acc": correct / max(n, 1)}
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+
+
+def train(cfg: Config) -> dict:
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    data, out = Path(cfg.data), Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    classes = read_classes(data)
+    prep = Preprocessing(cfg.size, MEAN, STD)
+
+    train_set = TrainImages(data / "train", classes, train_transform(cfg.low_res, MEAN, STD), cfg.limit_per_class)
+    valid_set = ServedImages(data / "valid", classes, prep, cfg.limit_per_class)
+    valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    weights = class_weights(train_set.targets, len(classes))
+
+    model = build_model(len(classes), cfg.dropout, cfg.pretrained)
+    freeze(model, cfg.frozen_blocks)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    if cfg.max_steps:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
+    warmup, total = int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, max(warmup, 1), total))
+
+    start, history, best = 0, [], {"valid_top1": -1.0}
+    if cfg.resume and (out / "last.pt").exists():
+        ckpt = torch.load(out / "last.pt", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start, history, best = ckpt["epoch"] + 1, ckpt["history"], ckpt["best"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed from {out / 'last.pt'} after epoch {start}")
+
+    for epoch in range(start, cfg.epochs):
+        size = epoch_size(cfg, epoch)
+        train_set.set_size(size)
+        generator = torch.Generator().manual_seed(cfg.seed + epoch)  # same order on resume
+        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                            num_workers=cfg.workers, drop_last=len(train_set) > cfg.batch_size)
+        began = time.time()
+        stats = train_one_epoch(model, loader, optimizer, scheduler, weights, cfg, f"epoch {epoch + 1}/{cfg.epochs} @{size}px")
+        stats |= evaluate(model, valid_loader)
+        stats |= {"epoch": epoch + 1, "size": size, "seconds": round(time.time() - began, 1)}
+        history.append(stats)
+        print(json.dumps(stats))
+        improved = stats["valid_top1"] > best["valid_top1"]
+        if improved:
+            best = stats
+        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     epoch=epoch, history=history, best=best, torch_rng=torch.get_rng_state(),
+                     config=dataclasses.asdict(cfg), classes=classes, architecture=ARCHITECTURE,
+                     preprocessing={"input_size": cfg.size, "mean": MEAN, "std": STD})
+        save_checkpoint(out / "last.pt", **state)
+        if improved:
+            save_checkpoint(out / "best.pt", **state)
+        plot_curves(history, out / "curves.png")
+        if epoch + 1 - best["epoch"] >= cfg.patience:
+            print(f"early stop: no better valid top-1 since epoch {best['epoch']}")
+            break
+    (out / "history.json").write_text(json.dumps({"best": best, "history": history}, indent=2))
+    return best
+
+
+def parse_args() -> Config:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(Config):
+        if field.type in ("bool", bool):
+            parser.add_argument(f"--{field.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=field.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}[str(field.type)]
+            parser.add_argument(f"--{field.name.replace('_', '-')}", type=kind, default=field.default)
+    return Config(**vars(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    print(json.dumps(train(parse_args())))
