@@ -1,0 +1,152 @@
+"""Job records in Redis: the only state the web app and the workers share.
+
+One job is a Redis hash `job:<id>`: field `meta` (JSON: created_at, total, filenames), one field per
+image index (JSON: status, top3, error), `final` (how many images have a final status), `model` and
+`finished_at`. Each accepted image's bytes wait under `job:<id>:image:<i>` until a worker is done
+with it. Everything expires `ttl` seconds after it was last written. When the last image becomes
+final, a message on `job:<id>:done` wakes the clients that long-poll.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+from redis import Redis
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+
+# Marks images running unless they are already further along (a redelivered task must not
+# move a finished image back). Returns 0 when the job is gone (expired).
+_MARK_RUNNING = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  if current and cjson.decode(current)['status'] == 'queued' then
+    redis.call('HSET', KEYS[1], ARGV[i], '{"status":"running"}')
+  end
+end
+return 1
+"""
+
+# Writes final results, counting only images not final before, so a task run twice (after a
+# worker died between writing and acknowledging) is harmless. The last image closes the job.
+_FINISH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local newly = 0
+for i = 4, #ARGV, 2 do
+  local status = cjson.decode(redis.call('HGET', KEYS[1], ARGV[i]))['status']
+  if status ~= 'done' and status ~= 'failed' then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    newly = newly + 1
+  end
+end
+if newly == 0 then return -2 end
+redis.call('HSET', KEYS[1], 'model', ARGV[2])
+local final = redis.call('HINCRBY', KEYS[1], 'final', newly)
+if final == tonumber(redis.call('HGET', KEYS[1], 'total')) then
+  redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
+  redis.call('PUBLISH', KEYS[2], 'done')
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return final
+"""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def failure(code: str, message: str) -> dict:
+    return {"status": FAILED, "top3": [], "error": {"code": code, "message": message}}
+
+
+def success(top3: list[dict]) -> dict:
+    return {"status": DONE, "top3": top3, "error": None}
+
+
+class JobStore:
+    def __init__(self, redis: Redis, ttl_s: int):
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self._mark_running = redis.register_script(_MARK_RUNNING)
+        self._finish = redis.register_script(_FINISH)
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        return f"job:{job_id}"
+
+    def image_key(self, job_id: str, index: int) -> str:
+        return f"{self.key(job_id)}:image:{index}"
+
+    def channel(self, job_id: str) -> str:
+        return f"{self.key(job_id)}:done"
+
+    def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict]) -> None:
+        """Stores a new job: `images` are to be classified, `failures` were refused on arrival."""
+        total = len(filenames)
+        fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
+                  "total": total, "final": len(failures)}
+        for index in range(total):
+            record = failures.get(index, {"status": QUEUED})
+            fields[str(index)] = json.dumps(record)
+        if len(failures) == total:
+            fields["finished_at"] = now_iso()
+        with self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
+            for index, data in images.items():
+                pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
+            pipe.hset(self.key(job_id), mapping=fields)
+            pipe.expire(self.key(job_id), self.ttl_s)
+            pipe.execute()
+
+    def mark_running(self, job_id: str, indices: list[int]) -> bool:
+        return bool(self._mark_running(keys=[self.key(job_id)], args=indices))
+
+    def image(self, job_id: str, index: int) -> bytes | None:
+        return self.redis.get(self.image_key(job_id, index))
+
+    def finish(self, job_id: str, results: dict[int, dict], model: dict) -> None:
+        args = [now_iso(), json.dumps(model), self.ttl_s]
+        for index, record in results.items():
+            args += [index, json.dumps(record)]
+        self._finish(keys=[self.key(job_id), self.channel(job_id)], args=args)
+        self.redis.delete(*(self.image_key(job_id, i) for i in results))
+
+    def get(self, job_id: str) -> dict | None:
+        """The job as clients see it (REST contract v1), or None if unknown or expired."""
+        fields = self.redis.hgetall(self.key(job_id))
+        if b"meta" not in fields:
+            return None
+        meta = json.loads(fields[b"meta"])
+        records = [json.loads(fields[str(i).encode()]) for i in range(meta["total"])]
+        counts = {s: sum(r["status"] == s for r in records) for s in (QUEUED, DONE, FAILED)}
+        final = counts[DONE] + counts[FAILED]
+        status = DONE if final == meta["total"] else QUEUED if counts[QUEUED] == meta["total"] else RUNNING
+        return {
+            "job_id": job_id,
+            "status": status,
+            "progress": {"done": counts[DONE], "failed": counts[FAILED], "total": meta["total"]},
+            "created_at": meta["created_at"],
+            "finished_at": fields[b"finished_at"].decode() if b"finished_at" in fields else None,
+            "model": json.loads(fields[b"model"]) if b"model" in fields else None,
+            "results": [
+                {"index": i, "filename": meta["filenames"][i], "status": r["status"],
+                 "top3": r.get("top3", []), "error": r.get("error")}
+                for i, r in enumerate(records)
+            ],
+        }
+
+    def wait(self, job_id: str, timeout_s: float) -> dict | None:
+        """Long poll: the job once it is done, or as it stands when `timeout_s` runs out.
+        Subscribing before the first read means a finish in between cannot be missed."""
+        deadline = time.monotonic() + timeout_s
+        with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.subscribe(self.channel(job_id))
+            job = self.get(job_id)
+            while job is not None and job["status"] != DONE:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                if pubsub.get_message(timeout=remaining) is not None:
+                    job = self.get(job_id)
+            return job

@@ -1,0 +1,29 @@
+"""The Celery app both sides agree on. The web process only sends tasks by name, so it never
+imports the worker's code (nor onnxruntime); the worker registers the task under that name."""
+from __future__ import annotations
+
+from celery import Celery
+
+from common.settings import Settings
+
+CLASSIFY_TASK = "worker.classify_images"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("sports", broker=settings.redis_url)
+    celery.conf.update(
+        # JSON only: a pickled message from anyone who can reach Redis would be code execution.
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,  # results live in the job record, not in Celery's backend
+        # Acknowledge after the work is written, and requeue a task whose worker died mid-way,
+        # so an accepted image is never lost; one task reserved at a time keeps that promise cheap.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_concurrency=settings.worker_processes or None,  # None: Celery's default, one per core
+        worker_hijack_root_logger=False,
+    )
+    return celery

@@ -1,0 +1,46 @@
+"""Every setting of the web app and the workers, read from the environment in this one place.
+
+Tests and tools pass overrides instead; a deployment sets variables (see README, "Configuration").
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    model_path: str = str(REPO / "models" / "sports100-lite0.onnx")
+    # Limits on what one client may send (README "Limits" documents them for users).
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_request_bytes: int = 80 * 1024 * 1024
+    max_images_per_job: int = 64
+    max_pixels: int = 64_000_000  # a 24000x24000 decompression bomb is 576 MP
+    result_ttl_s: int = 24 * 3600  # a job and its results expire this long after they are written
+    chunk_size: int = 16  # images per Celery task, run as one batched inference
+    # A task taken by a worker that vanished (SIGKILL, lost host) is handed out again after this.
+    visibility_timeout_s: int = 120
+    predict_timeout_s: float = 30.0  # how long POST /predict waits before answering 504
+    cors_origins: str = ""  # comma-separated origins allowed to call the API; empty: same-origin only
+    worker_processes: int = 0  # worker processes per host; 0: one per core
+    worker_threads: int = 0  # ONNX Runtime threads per worker process; 0: cores / processes
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        """Each field can be set by its upper-case name, e.g. REDIS_URL or MAX_IMAGES_PER_JOB."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = os.environ.get(field.name.upper())
+            if raw is not None:
+                values[field.name] = type(field.default)(raw)
+        return cls(**(values | overrides))
+
+    @property
+    def model_card_path(self) -> Path:
+        """The card lives beside its model: same name, .json."""
+        return Path(self.model_path).with_suffix(".json")

@@ -1,0 +1,160 @@
+"""Exports a training checkpoint to ONNX (FP32, and INT8 by static quantization), checks it, and
+writes the model card beside each file.
+
+    python -m ml.export --checkpoint ml/runs/lite0/best.pt --out models
+
+Checks before a model is called good: onnx.checker, ONNX Runtime's probabilities against
+PyTorch's on real images (max abs difference <= 1e-4), then top-1/top-3 on valid through the
+worker's own code, written into the card.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+from common.preprocess import Preprocessing, preprocess
+from ml.evaluate import evaluate
+from ml.model import WithSoftmax, build_model
+
+PARITY_TOLERANCE = 1e-4
+MAX_PIXELS = 100_000_000
+# The data set's own spellings stay the labels (stable keys); people read these instead.
+SPELLING = {"ampute football": "Amputee Football", "barell racing": "Barrel Racing",
+            "canoe slamon": "Canoe Slalom", "bmx": "BMX", "nascar racing": "NASCAR Racing",
+            "snow boarding": "Snowboarding", "formula 1 racing": "Formula 1 Racing"}
+
+
+def display_names(classes: list[str]) -> list[str]:
+    return [SPELLING.get(c, c.title()) for c in classes]
+
+
+def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(len(ckpt["classes"]), ckpt["config"]["dropout"], pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    return WithSoftmax(model).eval(), ckpt
+
+
+def export_onnx(model: torch.nn.Module, size: int, path: Path) -> None:
+    example = torch.zeros(1, 3, size, size)
+    torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["probabilities"],
+                      dynamic_axes={"images": {0: "batch"}, "probabilities": {0: "batch"}},
+                      opset_version=17, dynamo=False)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def sample_inputs(data: Path, prep: Preprocessing, count: int, step: int = 1) -> np.ndarray:
+    """Real images through the service's preprocessing (every `step`-th file, in a stable order)."""
+    files = sorted(p for p in data.rglob("*") if p.is_file())[::step][:count]
+    return np.stack([preprocess(f.read_bytes(), prep, MAX_PIXELS) for f in files])
+
+
+def check_parity(model: torch.nn.Module, path: Path, inputs: np.ndarray) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_probs = session.run(None, {"images": inputs})[0]
+    with torch.no_grad():
+        torch_probs = model(torch.from_numpy(inputs)).numpy()
+    diff = float(np.abs(onnx_probs - torch_probs).max())
+    if diff > PARITY_TOLERANCE:
+        raise SystemExit(f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {PARITY_TOLERANCE})")
+    return diff
+
+
+class Calibration(CalibrationDataReader):
+    def __init__(self, inputs: np.ndarray, batch: int = 16):
+        self.batches = iter([{"images": inputs[i:i + batch]} for i in range(0, len(inputs), batch)])
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def quantize(fp32: Path, int8: Path, calibration: np.ndarray) -> None:
+    """Static INT8 (QDQ, per-channel weights), calibrated on training images, not valid ones."""
+    quantize_static(str(fp32), str(int8), Calibration(calibration), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def images_per_second(path: Path, inputs: np.ndarray, threads: int = 2, repeats: int = 5) -> float:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"images": inputs})  # warm-up
+    began = time.perf_counter()
+    for _ in range(repeats):
+        session.run(None, {"images": inputs})
+    return repeats * len(inputs) / (time.perf_counter() - began)
+
+
+def write_card(path: Path, ckpt: dict, name: str, version: str, extra: dict) -> dict:
+    p = ckpt["preprocessing"]
+    card = {
+        "name": name, "version": version, "architecture": ckpt["architecture"], "date": date.today().isoformat(),
+        "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "input": {"name": "images", "shape": ["batch", 3, p["input_size"], p["input_size"]], "dtype": "float32"},
+        "output": {"name": "probabilities", "shape": ["batch", len(ckpt["classes"])], "meaning": "softmax probabilities"},
+        "preprocessing": {"input_size": p["input_size"], "mean": list(p["mean"]), "std": list(p["std"]),
+                          "steps": ["decode, first frame, EXIF orientation applied", "RGB (transparency over white)",
+                                    "centre-crop to aspect ratio at most 4:3", f"bilinear resize to {p['input_size']}x{p['input_size']}",
+                                    "scale to [0,1], subtract mean, divide by std", "CHW"]},
+        "classes": ckpt["classes"], "display_names": display_names(ckpt["classes"]),
+        "training": {"recipe": ckpt["config"], "best_epoch": ckpt["best"], "epochs_run": len(ckpt["history"]),
+                     "seconds": round(sum(h["seconds"] for h in ckpt["history"]))},
+    } | extra
+    path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
+    return card
+
+
+def add_metrics(model: Path, valid: Path) -> dict:
+    card_path = model.with_suffix(".json")
+    result = evaluate(model, valid)
+    card = json.loads(card_path.read_text())
+    card["metrics"] = {"valid": {"images": result["images"], "top1": round(result["top1"], 4), "top3": round(result["top3"], 4)}}
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    return card["metrics"]["valid"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=Path("ml/runs/lite0/best.pt"))
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100"))
+    parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--name", default="sports100-lite0")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument("--no-int8", action="store_true")
+    args = parser.parse_args()
+
+    model, ckpt = load_checkpoint(args.checkpoint)
+    prep = Preprocessing(ckpt["preprocessing"]["input_size"], tuple(ckpt["preprocessing"]["mean"]), tuple(ckpt["preprocessing"]["std"]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    fp32 = args.out / f"{args.name}.onnx"
+    export_onnx(model, prep.size, fp32)
+    diff = check_parity(model, fp32, sample_inputs(args.data / "valid", prep, 64, step=7))
+    write_card(fp32, ckpt, args.name, args.version, {"precision": "fp32", "parity_max_abs_diff": diff})
+    print(f"{fp32}: checker ok, max |ONNX - PyTorch| = {diff:.2e}, valid {add_metrics(fp32, args.data / 'valid')}")
+    if args.no_int8:
+        return
+    int8 = args.out / f"{args.name}-int8.onnx"
+    step = max(1, 13492 // args.calibration_images)
+    quantize(fp32, int8, sample_inputs(args.data / "train", prep, args.calibration_images, step=step))
+    onnx.checker.check_model(onnx.load(str(int8)), full_check=True)
+    bench = sample_inputs(args.data / "valid", prep, 16)
+    speed = {"fp32": images_per_second(fp32, bench), "int8": images_per_second(int8, bench)}
+    write_card(int8, ckpt, f"{args.name}-int8", args.version,
+               {"precision": "int8", "quantization": "static QDQ, per-channel int8 weights, uint8 activations, "
+                f"calibrated on {args.calibration_images} training images", "speed_images_per_s_batch16_2threads": speed})
+    print(f"{int8}: valid {add_metrics(int8, args.data / 'valid')}, images/s at batch 16, 2 threads: {speed}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Real parts for every test: a private redis-server, real Celery worker processes, the shipped
+ONNX model (or MODEL_PATH), real image files. Nothing is mocked."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from werkzeug.serving import make_server
+
+from common import workers
+from common.settings import REPO, Settings
+from webapp import create_app
+
+DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "sports100"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
+
+
+class RedisServer:
+    """A private redis-server on a free port; it can be stopped and started again (same data dir)."""
+
+    def __init__(self, directory: Path, appendonly: bool = False):
+        self.port, self.directory, self.appendonly = free_port(), directory, appendonly
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> "RedisServer":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--dir", str(self.directory), "--save", "", "--appendonly", "yes" if self.appendonly else "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        wait_for(self._pings, 10, f"redis-server on port {self.port}")
+        return self
+
+    def _pings(self) -> bool:
+        try:
+            return Redis.from_url(self.url).ping()
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+class Worker:
+    """`celery worker` as its own process tree, as in production."""
+
+    def __init__(self, settings: Settings, log: Path, env: dict | None = None):
+        self.settings, self.log = settings, log
+        self.env = os.environ | {"REDIS_URL": settings.redis_url, "MODEL_PATH": settings.model_path,
+                                 "WORKER_PROCESSES": "1", "PYTHONUNBUFFERED": "1"} | (env or {})
+        self.process = None
+
+    def start(self, wait_ready: bool = True) -> "Worker":
+        args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip"]
+        self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        if wait_ready:
+            redis = Redis.from_url(self.settings.redis_url)
+            wait_for(lambda: workers.ready_workers(redis) or self.process.poll() is not None, 90, "a worker with its model")
+            assert self.process.poll() is None, f"worker exited; see {self.log}"
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server) -> Settings:
+    return Settings.from_env(redis_url=redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def worker(settings, tmp_path_factory):
+    process = Worker(settings, tmp_path_factory.mktemp("logs") / "worker.log").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app, worker):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def live_server(app, worker):
+    """The app on a real HTTP port, for the browser."""
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def valid_images(count: int, start: int = 0) -> list[tuple[Path, str]]:
+    """(path, true label) for real photos of the valid split, spread over the classes."""
+    folders = sorted(p for p in (DATA / "valid").iterdir() if p.is_dir())
+    picked = []
+    for i in range(start, start + count):
+        folder = folders[i % len(folders)]
+        files = sorted(folder.iterdir())
+        picked.append((files[(i // len(folders)) % len(files)], folder.name))
+    return picked

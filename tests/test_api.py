@@ -1,0 +1,195 @@
+"""REST contract v1, field by field, against a real Redis and a real worker process."""
+from __future__ import annotations
+
+import io
+import uuid
+from datetime import datetime
+
+import pytest
+from PIL import Image
+
+from conftest import valid_images
+
+
+def upload(client, files: list[tuple[bytes, str]], url: str = "/api/v1/jobs", field: str = "file"):
+    data = {field: [(io.BytesIO(content), name) for content, name in files]}
+    return client.post(url, data=data, content_type="multipart/form-data")
+
+
+def photos(count: int, start: int = 0) -> list[tuple[bytes, str, str]]:
+    return [(path.read_bytes(), path.name, label) for path, label in valid_images(count, start)]
+
+
+def wait_done(client, status_url: str) -> dict:
+    response = client.get(f"{status_url}?wait=30")
+    assert response.status_code == 200
+    job = response.get_json()
+    assert job["status"] == "done", job
+    return job
+
+
+def assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    return body
+
+
+def test_submit_answers_202_with_location(client):
+    (content, name, _), = photos(1)
+    response = upload(client, [(content, name)])
+    assert response.status_code == 202
+    body = response.get_json()
+    assert set(body) == {"job_id", "status", "total", "status_url"}
+    assert uuid.UUID(body["job_id"]).version == 4
+    assert body["status"] == "queued" and body["total"] == 1
+    assert body["status_url"] == f"/api/v1/jobs/{body['job_id']}"
+    assert response.headers["Location"] == body["status_url"]
+
+
+def test_job_document_field_by_field(client, app):
+    images = photos(3)
+    accepted = upload(client, [(c, n) for c, n, _ in images]).get_json()
+    job = wait_done(client, accepted["status_url"])
+    assert set(job) == {"job_id", "status", "progress", "created_at", "finished_at", "model", "results"}
+    assert job["job_id"] == accepted["job_id"]
+    assert job["progress"] == {"done": 3, "failed": 0, "total": 3}
+    assert datetime.fromisoformat(job["created_at"]) <= datetime.fromisoformat(job["finished_at"])
+    card = app.extensions["model_card"]
+    assert job["model"] == {"name": card["name"], "version": card["version"]}
+    assert [r["index"] for r in job["results"]] == [0, 1, 2]
+    for result, (_, name, _) in zip(job["results"], images):
+        assert set(result) == {"index", "filename", "status", "top3", "error"}
+        assert result["filename"] == name and result["status"] == "done" and result["error"] is None
+        assert len(result["top3"]) == 3
+        confidences = [p["confidence"] for p in result["top3"]]
+        assert confidences == sorted(confidences, reverse=True)
+        assert all(0 <= c <= 1 for c in confidences)
+        assert all(p["label"] in card["classes"] for p in result["top3"])
+        assert len({p["label"] for p in result["top3"]}) == 3
+
+
+def test_32_image_job_classifies_real_photos(client):
+    images = photos(32)
+    accepted = upload(client, [(c, n) for c, n, _ in images]).get_json()
+    assert accepted["total"] == 32
+    job = wait_done(client, accepted["status_url"])
+    assert job["progress"] == {"done": 32, "failed": 0, "total": 32}
+    correct = sum(r["top3"][0]["label"] == label for r, (_, _, label) in zip(job["results"], images))
+    # The trained model scores ~97% on valid; a wrong model or broken preprocessing scores ~1%.
+    assert correct >= 28, f"only {correct}/32 photos classified correctly"
+
+
+def test_bad_image_fails_alone(client):
+    good = photos(2)
+    files = [(good[0][0], good[0][1]), (b"this is not an image", "notes.jpg"), (good[1][0], good[1][1])]
+    job = wait_done(client, upload(client, files).get_json()["status_url"])
+    assert job["progress"] == {"done": 2, "failed": 1, "total": 3}
+    bad = job["results"][1]
+    assert bad["status"] == "failed" and bad["top3"] == []
+    assert bad["error"]["code"] == "not_an_image" and bad["error"]["message"]
+    assert [job["results"][i]["status"] for i in (0, 2)] == ["done", "done"]
+
+
+def test_truncated_jpeg_fails_in_the_worker_alone(client):
+    (content, name, _), = photos(1)
+    job = wait_done(client, upload(client, [(content[: len(content) // 3], "cut.jpg"), (content, name)]).get_json()["status_url"])
+    assert job["results"][0]["status"] == "failed"
+    assert job["results"][0]["error"]["code"] == "corrupt_image"
+    assert job["results"][1]["status"] == "done"
+
+
+def test_png_upload_is_classified(client):
+    (content, _, label), = photos(1, start=7)
+    png = io.BytesIO()
+    Image.open(io.BytesIO(content)).save(png, "PNG")
+    job = wait_done(client, upload(client, [(png.getvalue(), "photo.png")]).get_json()["status_url"])
+    assert job["results"][0]["status"] == "done"
+
+
+@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "1%20OR%201=1"])
+def test_unknown_job_is_404(client, job_id):
+    assert_error(client.get(f"/api/v1/jobs/{job_id}"), 404, "job_not_found")
+
+
+def test_path_like_job_id_is_json_404(client):
+    assert_error(client.get("/api/v1/jobs/../../etc/passwd"), 404, "not_found")
+
+
+def test_unknown_route_is_json_404(client):
+    assert_error(client.get("/api/v1/nothing-here"), 404, "not_found")
+
+
+def test_no_file_and_wrong_field(client):
+    assert_error(client.post("/api/v1/jobs", data={}, content_type="multipart/form-data"), 400, "no_file")
+    (content, name, _), = photos(1)
+    body = assert_error(upload(client, [(content, name)], field="image"), 400, "no_file")
+    assert "image" in body["error"]["message"]
+
+
+def test_too_many_files(client, settings):
+    (content, name, _), = photos(1)
+    response = upload(client, [(content, name)] * (settings.max_images_per_job + 1))
+    assert_error(response, 413, "too_many_files")
+
+
+def test_wait_is_bounded(client):
+    (content, name, _), = photos(1)
+    status_url = upload(client, [(content, name)]).get_json()["status_url"]
+    assert_error(client.get(f"{status_url}?wait=31"), 422, "invalid_wait")
+    assert_error(client.get(f"{status_url}?wait=soon"), 422, "unprocessable_entity")
+
+
+def test_classes(client, app):
+    body = client.get("/api/v1/classes").get_json()
+    card = app.extensions["model_card"]
+    assert body["classes"] == card["classes"] and len(body["classes"]) == 100
+    assert body["display_names"]["ampute football"] == "Amputee Football"
+
+
+def test_predict_legacy_endpoint(client):
+    (content, name, label), = photos(1, start=3)
+    response = upload(client, [(content, name)], url="/predict")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert set(body) == {"sport", "confidence", "top_3"}
+    assert body["sport"] == body["top_3"][0]["sport"] == label
+    assert 0 <= body["confidence"] <= 100 and len(body["top_3"]) == 3
+    assert body["confidence"] == body["top_3"][0]["confidence"]
+
+
+def test_predict_rejects_non_image(client):
+    assert_error(upload(client, [(b"%PDF-1.4 not really", "doc.jpg")], url="/predict"), 422, "not_an_image")
+
+
+def test_health_and_ready(client):
+    assert client.get("/health").get_json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.get_json()["status"] == "ready" and ready.get_json()["workers"] >= 1
+
+
+def test_openapi_document(client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    for path, method in [("/api/v1/jobs", "post"), ("/api/v1/jobs/{job_id}", "get"), ("/api/v1/classes", "get"),
+                         ("/predict", "post"), ("/health", "get"), ("/ready", "get")]:
+        assert method in spec["paths"][path], path
+    assert "multipart/form-data" in spec["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]
+    assert {"JobOut", "JobAccepted", "ImageResult", "Prediction"} <= set(spec["components"]["schemas"])
+    assert "images per job" in spec["info"]["description"]
+
+
+def test_swagger_ui_is_served_offline(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn." not in page
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_page_has_security_headers(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"

@@ -1,0 +1,85 @@
+"""ml/: training smoke test, export parity, card/model agreement, evaluation. Quick by design:
+full training never runs here."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from common.model_card import load_card
+from common.preprocess import Preprocessing
+from common.settings import REPO
+from conftest import DATA
+from ml import export
+from ml.data import read_classes
+from ml.evaluate import evaluate
+from ml.train import Config, train
+
+SHIPPED = sorted((REPO / "models").glob("*.onnx"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """One optimizer step on one image per class, then a resumed second epoch."""
+    out = tmp_path_factory.mktemp("run")
+    cfg = Config(data=str(DATA), out=str(out), epochs=1, low_res_epochs=1, limit_per_class=1, max_steps=1,
+                 batch_size=8, workers=0)
+    train(cfg)
+    first = json.loads((out / "history.json").read_text())["history"]
+    assert len(first) == 1 and (out / "last.pt").exists() and (out / "best.pt").exists()
+    assert (out / "curves.png").stat().st_size > 0
+    cfg.epochs, cfg.resume = 2, True
+    train(cfg)
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2], "resume must continue after the saved epoch"
+    assert history[0] == first[0]
+    return out / "best.pt"
+
+
+def test_export_matches_pytorch_and_writes_card(checkpoint, tmp_path):
+    model, ckpt = export.load_checkpoint(checkpoint)
+    prep = Preprocessing(224, tuple(ckpt["preprocessing"]["mean"]), tuple(ckpt["preprocessing"]["std"]))
+    path = tmp_path / "tiny.onnx"
+    export.export_onnx(model, 224, path)
+    inputs = export.sample_inputs(DATA / "valid", prep, 8, step=50)
+    assert export.check_parity(model, path, inputs) <= export.PARITY_TOLERANCE
+    card = export.write_card(path, ckpt, "tiny", "0.0.1", {})
+    assert load_card(path.with_suffix(".json")) == card
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch axis
+    assert session.run(None, {"images": inputs[:3]})[0].shape == (3, 100)
+
+
+@pytest.mark.parametrize("model", SHIPPED, ids=lambda p: p.name)
+def test_shipped_card_agrees_with_model(model):
+    card = load_card(model.with_suffix(".json"))
+    assert card["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    assert card["classes"] == read_classes(DATA)
+    size = card["preprocessing"]["input_size"]
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, size, size]
+    probabilities = session.run(None, {"images": np.zeros((2, 3, size, size), np.float32)})[0]
+    assert probabilities.shape == (2, len(card["classes"]))
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
+    assert card["metrics"]["valid"]["images"] == 500
+
+
+def test_shipped_models_exist():
+    assert (REPO / "models" / "sports100-lite0.onnx") in SHIPPED
+
+
+def test_evaluate_on_a_small_tree(tmp_path):
+    tree = tmp_path / "photos"
+    for name in ("archery", "bowling", "surfing"):
+        shutil.copytree(DATA / "valid" / name, tree / name)
+    model = REPO / "models" / "sports100-lite0.onnx"
+    result = evaluate(model, tree, tmp_path / "report")
+    assert result["images"] == 15
+    assert result["top1"] >= 0.8 and result["top3"] >= result["top1"]
+    assert set(result["per_class"]) == set(load_card(model.with_suffix(".json"))["classes"])
+    for name in ("report.json", "summary.md", "confusion.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 0

@@ -1,0 +1,64 @@
+"""The page in a real headless Chromium (Debian's), against the real stack."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import valid_images
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is needed (make test installs it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_upload_two_images_and_see_both_results(browser, live_server):
+    page = browser.new_page()
+    page.goto(live_server)
+    expect(page.locator("h1")).to_contain_text("Sport Image Classifier")
+    photos = valid_images(2, start=11)
+    page.set_input_files("#file-input", [str(path) for path, _ in photos])
+    expect(page.locator('.result-card[data-status="done"]')).to_have_count(2, timeout=30_000)
+    display_names = page.evaluate("fetch('/api/v1/classes').then(r => r.json()).then(b => b.display_names)")
+    for i, (_, label) in enumerate(photos):
+        card = page.locator(".result-card").nth(i)
+        expect(card.locator(".top3-row")).to_have_count(3)
+        expect(card.locator(".top1-label")).to_have_text(display_names[label])
+    expect(page.locator("#model-info")).to_contain_text("sports100")
+
+
+def test_bad_file_gets_a_clear_message(browser, live_server, tmp_path):
+    bad = tmp_path / "holiday.jpg"
+    bad.write_text("not a photo at all")
+    page = browser.new_page()
+    page.goto(live_server)
+    page.set_input_files("#file-input", [str(bad)])
+    card = page.locator('.result-card[data-filename="holiday.jpg"]')
+    expect(card).to_have_attribute("data-status", "failed", timeout=30_000)
+    expect(card.locator(".card-error")).to_contain_text("not a readable image")
+
+
+def test_phone_layout_and_keyboard(browser, live_server):
+    page = browser.new_page(viewport={"width": 360, "height": 740})
+    page.goto(live_server)
+    path, _ = valid_images(1, start=20)[0]
+    page.set_input_files("#file-input", [str(path)])
+    expect(page.locator('.result-card[data-status="done"]')).to_have_count(1, timeout=30_000)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.id")
+    page.focus("#drop-zone")
+    assert page.evaluate("document.activeElement.id") == "drop-zone", focused
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value.is_multiple()

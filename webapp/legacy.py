@@ -1,0 +1,35 @@
+"""POST /predict: the original project's synchronous endpoint, kept for its users. It is a job
+like any other underneath, waited on here for a bounded time."""
+from __future__ import annotations
+
+from apiflask import APIBlueprint, abort
+from flask import current_app, url_for
+
+from webapp import schemas
+from webapp.uploads import read_upload, submit
+
+bp = APIBlueprint("legacy", __name__, tag="Legacy")
+
+
+def percent(confidence: float) -> float:
+    return round(confidence * 100, 2)
+
+
+@bp.post("/predict")
+@bp.input(schemas.PredictIn, location="files", validation=False)
+@bp.output(schemas.PredictOut)
+@bp.doc(summary="Classify one image and wait for the answer",
+        responses={413: "a limit was exceeded", 422: "the file is not a usable image", 504: "no answer in time; poll the job"})
+def predict(files_data):
+    job = read_upload(max_files=1)
+    submit(job)
+    settings = current_app.extensions["settings"]
+    result = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)["results"][0]
+    if result["status"] == "failed":
+        abort(422, result["error"]["message"], extra_data={"code": result["error"]["code"]})
+    if result["status"] != "done":
+        status_url = url_for("api.get_job", job_id=job.job_id)
+        abort(504, f"no result within {settings.predict_timeout_s:g} s; the job goes on at {status_url}",
+              extra_data={"code": "timeout", "job_id": job.job_id, "status_url": status_url})
+    top3 = [{"sport": p["label"], "confidence": percent(p["confidence"])} for p in result["top3"]]
+    return {"sport": top3[0]["sport"], "confidence": top3[0]["confidence"], "top_3": top3}

@@ -1,0 +1,100 @@
+"""The REST contract v1 as schemas: they document /openapi.json and shape every response."""
+from __future__ import annotations
+
+from apiflask import Schema
+from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
+from apiflask.validators import OneOf
+
+IMAGE_STATUSES = ["queued", "running", "done", "failed"]
+
+
+class ErrorDetail(Schema):
+    code = String(required=True, metadata={"example": "not_an_image"})
+    message = String(required=True)
+
+
+class ErrorOut(Schema):
+    error = Nested(ErrorDetail, required=True)
+
+
+class UploadIn(Schema):
+    file = List(File(), required=True, metadata={"description": "one part per image (JPEG, PNG, GIF, WebP, BMP, ...)"})
+
+
+class PredictIn(Schema):
+    file = File(required=True, metadata={"description": "one image"})
+
+
+class JobAccepted(Schema):
+    job_id = String(required=True, metadata={"format": "uuid"})
+    status = String(required=True, validate=OneOf(["queued", "done"]))
+    total = Integer(required=True)
+    status_url = String(required=True)
+
+
+class Prediction(Schema):
+    label = String(required=True, metadata={"description": "the model's class label (stable key)"})
+    display_name = String(metadata={"description": "the label spelled for people"})
+    confidence = Float(required=True, metadata={"minimum": 0, "maximum": 1})
+
+
+class ImageResult(Schema):
+    index = Integer(required=True, metadata={"description": "position of the file in the upload"})
+    filename = String(required=True)
+    status = String(required=True, validate=OneOf(IMAGE_STATUSES))
+    top3 = List(Nested(Prediction), required=True, metadata={"description": "3 entries once done, most likely first"})
+    error = Nested(ErrorDetail, allow_none=True, required=True)
+
+
+class Progress(Schema):
+    done = Integer(required=True)
+    failed = Integer(required=True)
+    total = Integer(required=True)
+
+
+class ModelInfo(Schema):
+    name = String(required=True)
+    version = String(required=True)
+
+
+class JobOut(Schema):
+    job_id = String(required=True, metadata={"format": "uuid"})
+    status = String(required=True, validate=OneOf(["queued", "running", "done"]))
+    progress = Nested(Progress, required=True)
+    created_at = String(required=True, metadata={"format": "date-time"})
+    finished_at = String(allow_none=True, required=True, metadata={"format": "date-time"})
+    model = Nested(ModelInfo, required=True)
+    results = List(Nested(ImageResult), required=True)
+
+
+class WaitQuery(Schema):
+    wait = Float(load_default=0, metadata={"minimum": 0, "maximum": 30,
+                 "description": "seconds to hold the request until the job is done (long poll)"})
+
+
+class ClassesOut(Schema):
+    classes = List(String(), required=True)
+    display_names = Dict(keys=String(), values=String(), required=True)
+
+
+class LegacyPrediction(Schema):
+    sport = String(required=True)
+    confidence = Float(required=True, metadata={"description": "percent, 0-100"})
+
+
+class PredictOut(Schema):
+    sport = String(required=True)
+    confidence = Float(required=True, metadata={"description": "percent, 0-100"})
+    top_3 = List(Nested(LegacyPrediction), required=True)
+
+
+class HealthOut(Schema):
+    status = String(required=True)
+
+
+class ReadyOut(Schema):
+    status = String(required=True, validate=OneOf(["ready", "not_ready"]))
+    redis = String(required=True)
+    workers = Integer(required=True)
+    model = Nested(ModelInfo, allow_none=True)
+    problems = List(String())

@@ -1,0 +1,37 @@
+"""Liveness and readiness, for operators, load balancers and `docker compose` health checks."""
+from __future__ import annotations
+
+from apiflask import APIBlueprint
+from flask import current_app
+from redis.exceptions import RedisError
+
+from common import workers
+from webapp import schemas
+
+bp = APIBlueprint("status", __name__, tag="Operations")
+
+
+@bp.get("/health")
+@bp.output(schemas.HealthOut)
+@bp.doc(summary="The web process is up")
+def health():
+    return {"status": "ok"}
+
+
+@bp.get("/ready")
+@bp.output(schemas.ReadyOut, description="Redis is reachable and a worker has the model loaded")
+@bp.doc(summary="Ready to classify", responses={503: "Redis unreachable or no worker with a model"})
+def ready():
+    redis = current_app.extensions["redis"]
+    try:
+        redis.ping()
+        alive = workers.ready_workers(redis)
+        problems = [p["problem"] for p in workers.worker_problems(redis)]
+    except RedisError as exc:
+        body = {"status": "not_ready", "redis": f"unreachable: {type(exc).__name__}", "workers": 0, "model": None, "problems": []}
+        return body, 503
+    body = {"status": "ready" if alive else "not_ready", "redis": "ok", "workers": len(alive),
+            "model": alive[0]["model"] if alive else None, "problems": problems}
+    if not alive and not problems:
+        body["problems"] = ["no worker has announced a loaded model yet"]
+    return body, 200 if alive else 503

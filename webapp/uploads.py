@@ -1,0 +1,67 @@
+"""Turning an upload request into a job: request-level mistakes are refused with a 4xx; an
+unreadable image is recorded as failed in its own slot so the rest of the job goes ahead."""
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath, PureWindowsPath
+
+from apiflask import abort
+from flask import current_app, request
+
+from common.jobs import failure
+from common.preprocess import ImageError, open_image
+from common.queue import CLASSIFY_TASK
+
+FIELD = "file"
+
+
+@dataclass
+class NewJob:
+    job_id: str = field(default_factory=lambda: str(uuid.uuid4()))  # random: ids are unguessable
+    filenames: list[str] = field(default_factory=list)
+    images: dict[int, bytes] = field(default_factory=dict)
+    failures: dict[int, dict] = field(default_factory=dict)
+
+
+def read_upload(max_files: int) -> NewJob:
+    settings = current_app.extensions["settings"]
+    files = request.files.getlist(FIELD)
+    if not files:
+        other = sorted(request.files.keys())
+        hint = f"; got parts named {other}" if other else ""
+        abort(400, f"send images as multipart/form-data parts named '{FIELD}'{hint}", extra_data={"code": "no_file"})
+    if len(files) > max_files:
+        abort(413, f"{len(files)} files is over the limit of {max_files} per job", extra_data={"code": "too_many_files"})
+    job = NewJob()
+    for index, upload in enumerate(files):
+        data = upload.read(settings.max_image_bytes + 1)
+        name = safe_filename(upload.filename, index)
+        if len(data) > settings.max_image_bytes:
+            abort(413, f"{name} is over the limit of {settings.max_image_bytes:,} bytes per image",
+                  extra_data={"code": "file_too_large"})
+        job.filenames.append(name)
+        try:
+            open_image(data, settings.max_pixels)  # header only: cheap, catches most non-images
+            job.images[index] = data
+        except ImageError as exc:
+            job.failures[index] = failure(exc.code, exc.message)
+    return job
+
+
+def safe_filename(name: str | None, index: int) -> str:
+    """A display name only (never a path): the last path component, printable, at most 200 chars."""
+    name = PureWindowsPath(PurePosixPath(name or "").name).name
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:200] or f"image-{index + 1}"
+
+
+def submit(job: NewJob) -> None:
+    """Records the job, then queues its images in chunks that each run as one batched inference."""
+    settings = current_app.extensions["settings"]
+    current_app.extensions["jobs"].create(job.job_id, job.filenames, job.images, job.failures)
+    indices = sorted(job.images)
+    celery = current_app.extensions["celery"]
+    for start in range(0, len(indices), settings.chunk_size):
+        celery.send_task(CLASSIFY_TASK, args=[job.job_id, indices[start:start + settings.chunk_size]])

@@ -1,0 +1,41 @@
+"""The model as the worker runs it: one ONNX Runtime session, images in, top-3 predictions out."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from common.model_card import load_card, model_identity
+from common.preprocess import Preprocessing
+
+
+def default_threads(processes: int) -> int:
+    """Threads per session such that all worker processes together use each core once."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
+
+
+class Classifier:
+    def __init__(self, model_path: str, card_path: str, threads: int):
+        self.card = load_card(card_path)
+        with open(model_path, "rb") as f:
+            if hashlib.sha256(f.read()).hexdigest() != self.card["sha256"]:
+                raise ValueError(f"{model_path} is not the model its card {card_path} describes (sha256 differs)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.prep = Preprocessing.from_card(self.card)
+        self.identity = model_identity(self.card)
+
+    def top3(self, batch: np.ndarray) -> list[list[dict]]:
+        """(N, 3, H, W) float32 -> for each image its three most likely sports, most likely first."""
+        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        best = np.argsort(-probabilities, axis=1)[:, :3]
+        return [
+            [{"label": self.card["classes"][c], "display_name": self.card["display_names"][c],
+              "confidence": round(float(p[c]), 6)} for c in row]
+            for p, row in zip(probabilities, best)
+        ]
