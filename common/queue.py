@@ -7,6 +7,7 @@ from celery import Celery
 from common.settings import Settings
 
 CLASSIFY_TASK = "worker.classify_images"
+CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -21,7 +22,12 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Sweep for abandoned tasks often (kombu's default sweep is every ~100 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         worker_concurrency=settings.worker_processes or None,  # None: Celery's default, one per core
         worker_hijack_root_logger=False,

@@ -21,6 +21,9 @@ class Settings:
     max_request_bytes: int = 80 * 1024 * 1024
     max_images_per_job: int = 64
     max_pixels: int = 64_000_000  # a 24000x24000 decompression bomb is 576 MP
+    max_queue_depth: int = 1000  # queued tasks (chunks) beyond which submissions get 503 + Retry-After
+    rate_limit: str = "600/minute"  # submissions per client address, counted in Redis; "" turns it off
+    api_key: str = ""  # when set, submissions need the header X-API-Key with this value
     result_ttl_s: int = 24 * 3600  # a job and its results expire this long after they are written
     chunk_size: int = 16  # images per Celery task, run as one batched inference
     # A task taken by a worker that vanished (SIGKILL, lost host) is handed out again after this.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,12 +79,18 @@ class Worker:
     def start(self, wait_ready: bool = True) -> "Worker":
         args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
                 "--hostname", f"test-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip"]
-        self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        # Its own session, so a test can signal the whole worker (parent and pool) at once.
+        self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self.log.open("ab"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         if wait_ready:
             redis = Redis.from_url(self.settings.redis_url)
             wait_for(lambda: workers.ready_workers(redis) or self.process.poll() is not None, 90, "a worker with its model")
             assert self.process.poll() is None, f"worker exited; see {self.log}"
         return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        os.killpg(self.process.pid, sig)
+        self.process.wait(30)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -12,7 +12,7 @@ from common.jobs import JobStore
 from common.model_card import load_card
 from common.queue import make_celery
 from common.settings import REPO, Settings
-from webapp import api, errors, legacy, pages, status
+from webapp import api, errors, guards, legacy, pages, status
 
 API_VERSION = "1.0.0"
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
                    static_folder=str(REPO / "frontend"), static_url_path="/static")
     configure(app, settings)
     connect_services(app, settings)
+    guards.init_app(app)
     register_blueprints(app)
     errors.register(app)
     return app

@@ -7,6 +7,7 @@ from apiflask import APIBlueprint, abort
 from flask import current_app, url_for
 
 from webapp import schemas
+from webapp.guards import submission
 from webapp.uploads import read_upload, submit
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
@@ -45,7 +46,10 @@ def find_job(job_id: str, wait_s: float) -> dict:
 @bp.post("/jobs")
 @bp.input(schemas.UploadIn, location="files", validation=False)
 @bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)")
-@bp.doc(summary="Submit images for classification", responses={400: "no file part", 413: "a limit was exceeded", 503: "the service is overloaded or Redis is unreachable"})
+@bp.doc(summary="Submit images for classification", security="ApiKeyAuth",
+        responses={400: "no file part", 401: "API key required", 413: "a limit was exceeded",
+                   429: "too many requests from this client", 503: "the queue is full or Redis is unreachable"})
+@submission
 def create_job(files_data):
     job = read_upload(current_app.extensions["settings"].max_images_per_job)
     submit(job)

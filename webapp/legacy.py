@@ -6,6 +6,7 @@ from apiflask import APIBlueprint, abort
 from flask import current_app, url_for
 
 from webapp import schemas
+from webapp.guards import submission
 from webapp.uploads import read_upload, submit
 
 bp = APIBlueprint("legacy", __name__, tag="Legacy")
@@ -18,8 +19,10 @@ def percent(confidence: float) -> float:
 @bp.post("/predict")
 @bp.input(schemas.PredictIn, location="files", validation=False)
 @bp.output(schemas.PredictOut)
-@bp.doc(summary="Classify one image and wait for the answer",
-        responses={413: "a limit was exceeded", 422: "the file is not a usable image", 504: "no answer in time; poll the job"})
+@bp.doc(summary="Classify one image and wait for the answer", security="ApiKeyAuth",
+        responses={401: "API key required", 413: "a limit was exceeded", 422: "the file is not a usable image",
+                   429: "too many requests from this client", 503: "the queue is full", 504: "no answer in time; poll the job"})
+@submission
 def predict(files_data):
     job = read_upload(max_files=1)
     submit(job)

@@ -1,8 +1,9 @@
 """The worker's entry point: `celery -A worker.celery_app worker`.
 
-The ONNX Runtime session is made in each worker process after the fork (never in the parent,
-whose threads would not survive it), and the process announces itself ready only once its model
-loaded; a model that fails to load is reported, and that process takes no tasks.
+Start-up, in order: the parent process checks that the model loads (a one-thread session, which
+starts no threads, so forking after it is safe) and, if it cannot, reports why to Redis and stops
+consuming: jobs wait in the queue instead of failing, and /ready shows the reason. Each pool
+process then makes its own ONNX Runtime session after the fork and announces itself ready.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from redis import Redis
 
 from common import workers
 from common.jobs import JobStore
-from common.queue import make_celery
+from common.queue import CELERY_QUEUE, make_celery
 from common.settings import Settings
 from worker.inference import Classifier, default_threads
 
@@ -26,49 +27,74 @@ app.conf.include = ["worker.tasks"]
 log = logging.getLogger(__name__)
 
 
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def load_classifier(threads: int) -> Classifier:
+    return Classifier(settings.model_path, str(settings.model_card_path), threads)
+
+
 class Runtime:
-    """What one worker process holds: its Redis connection, job store and model session."""
+    """What one pool process holds: its Redis connection, job store and model session."""
 
     def __init__(self, processes: int):
         self.redis = Redis.from_url(settings.redis_url)
         self.store = JobStore(self.redis, settings.result_ttl_s)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         threads = settings.worker_threads or default_threads(processes)
-        self.classifier = Classifier(settings.model_path, str(settings.model_card_path), threads)
-        log.info("%s loaded %s with %d threads", self.worker_id, self.classifier.identity, threads)
+        self.classifier = load_classifier(threads)
+        log.info("%s loaded %s with %d threads", worker_id(), self.classifier.identity, threads)
 
 
 runtime: Runtime | None = None
+model_problem: str | None = None
+_stop = threading.Event()
 
 
-def _heartbeat(rt: Runtime, stop: threading.Event) -> None:
+def _keep_saying(say, stop: threading.Event) -> None:
+    """Refreshes a short-lived key until stopped, so it lapses by itself if this process dies."""
     while not stop.is_set():
         try:
-            workers.announce(rt.redis, rt.worker_id, rt.classifier.identity)
-        except Exception:  # Redis restarting: keep trying, the key simply lapses meanwhile
-            log.warning("heartbeat to Redis failed", exc_info=True)
+            say()
+        except Exception:  # Redis restarting: the key lapses meanwhile, and comes back with it
+            log.warning("could not reach Redis", exc_info=True)
         stop.wait(workers.TTL_S / 3)
 
 
-_stop = threading.Event()
+def _in_background(say) -> None:
+    threading.Thread(target=_keep_saying, args=(say, _stop), daemon=True).start()
+
+
+@signals.worker_init.connect
+def check_model(**_) -> None:
+    global model_problem
+    try:
+        del load_classifier(threads=1).session
+    except Exception as exc:
+        model_problem = f"model failed to load: {exc}"
+        log.error("%s; this worker takes no jobs until restarted with a working model", model_problem)
+        redis, me = Redis.from_url(settings.redis_url), worker_id()
+        _in_background(lambda: workers.report_problem(redis, me, model_problem))
+
+
+@signals.worker_ready.connect
+def stop_consuming_without_model(sender, **_) -> None:
+    if model_problem:
+        sender.cancel_task_queue(CELERY_QUEUE)
 
 
 @signals.worker_process_init.connect
 def load_model(**_) -> None:
     global runtime
-    processes = settings.worker_processes or os.cpu_count() or 1
-    try:
-        runtime = Runtime(processes)
-    except Exception as exc:
-        log.exception("the model could not be loaded")
-        worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        workers.report_problem(Redis.from_url(settings.redis_url), worker_id, f"model failed to load: {exc}")
-        raise
-    threading.Thread(target=_heartbeat, args=(runtime, _stop), daemon=True).start()
+    if model_problem:
+        return
+    runtime = Runtime(settings.worker_processes or os.cpu_count() or 1)
+    me = worker_id()
+    _in_background(lambda: workers.announce(runtime.redis, me, runtime.classifier.identity))
 
 
 @signals.worker_process_shutdown.connect
 def unload(**_) -> None:
     _stop.set()
     if runtime is not None:
-        workers.withdraw(runtime.redis, runtime.worker_id)
+        workers.withdraw(runtime.redis, worker_id())

@@ -1,0 +1,105 @@
+"""Faults: workers killed or stopped mid-job, Redis and the web process restarted, a worker whose
+model will not load. Each test owns its Redis and workers; an accepted job must always finish."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import signal
+
+import pytest
+from redis import Redis
+
+from common import workers
+from conftest import RedisServer, Worker, valid_images, wait_for
+from webapp import create_app
+
+# Short, so a task held by a SIGKILLed worker is handed out again within seconds, not minutes.
+FAST_REDELIVERY = {"VISIBILITY_TIMEOUT_S": "4"}
+
+
+@pytest.fixture
+def stack(settings, tmp_path):
+    """A private Redis with persistence on, plus helpers to run workers and web apps against it."""
+    redis = RedisServer(tmp_path / "redis", appendonly=True).start()
+    mine = dataclasses.replace(settings, redis_url=redis.url, visibility_timeout_s=4)
+    started = []
+
+    class Stack:
+        server, settings = redis, mine
+
+        @staticmethod
+        def worker(wait_ready=True, **env) -> Worker:
+            w = Worker(mine, tmp_path / f"worker{len(started)}.log", FAST_REDELIVERY | env).start(wait_ready)
+            started.append(w)
+            return w
+
+        @staticmethod
+        def client():  # a new app each time: as if the web process restarted
+            return create_app(mine).test_client()
+
+    yield Stack
+    for w in started:
+        w.stop()
+    redis.stop()
+
+
+def submit(client, count: int) -> str:
+    files = [(io.BytesIO(path.read_bytes()), path.name) for path, _ in valid_images(count)]
+    response = client.post("/api/v1/jobs", data={"file": files}, content_type="multipart/form-data")
+    assert response.status_code == 202
+    return response.get_json()["status_url"]
+
+
+def job(client, status_url: str, wait: int = 0) -> dict:
+    return client.get(f"{status_url}?wait={wait}").get_json()
+
+
+def assert_completes(client, status_url: str, total: int, timeout: float = 90) -> None:
+    finished = wait_for(lambda: (j := job(client, status_url, wait=5))["status"] == "done" and j, timeout, "the job")
+    assert finished["progress"] == {"done": total, "failed": 0, "total": total}
+
+
+def test_worker_killed_mid_job(stack):
+    client, doomed = stack.client(), stack.worker(WORKER_THREADS="1")
+    status_url = submit(client, 64)
+    wait_for(lambda: job(client, status_url)["status"] == "running", 30, "the job to start", interval=0.01)
+    doomed.kill(signal.SIGKILL)  # parent and pool process at once: nothing gets acknowledged
+    assert job(client, status_url)["status"] != "done"
+    stack.worker()
+    assert_completes(client, status_url, 64)
+
+
+def test_worker_stopped_with_sigterm_mid_job(stack):
+    client, stopping = stack.client(), stack.worker(WORKER_THREADS="1")
+    status_url = submit(client, 64)
+    wait_for(lambda: job(client, status_url)["status"] == "running", 30, "the job to start", interval=0.01)
+    stopping.kill(signal.SIGTERM)  # warm shutdown: finishes the task in hand, returns the rest
+    stack.worker()
+    assert_completes(client, status_url, 64)
+
+
+def test_redis_and_web_restart_lose_nothing(stack):
+    status_url = submit(stack.client(), 3)  # accepted while no worker runs
+    stack.server.stop()
+    stack.server.start()  # same port and data directory: the append-only file is replayed
+    stack.worker()
+    assert_completes(stack.client(), status_url, 3)
+
+
+def test_worker_without_its_model_says_so_and_jobs_wait(stack, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    card = tmp_path / "broken.json"
+    card.write_text(stack.settings.model_card_path.read_text())
+    stack.worker(wait_ready=False, MODEL_PATH=str(broken))
+    client = stack.client()
+    redis = Redis.from_url(stack.settings.redis_url)
+    wait_for(lambda: workers.worker_problems(redis), 60, "the worker to report its problem")
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert "model failed to load" in " ".join(ready.get_json()["problems"])
+    status_url = submit(client, 2)
+    assert job(client, status_url, wait=3)["status"] == "queued"  # waiting, not failed
+    stack.worker()
+    assert client.get("/ready").status_code == 200
+    assert_completes(client, status_url, 2)
