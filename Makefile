@@ -11,8 +11,8 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
 # Web app and worker only: no torch.
-$(VENV)/.service: $(VENV)/bin/python requirements/base.txt requirements/web.txt requirements/worker.txt
-	$(PIP) install -r requirements/web.txt -r requirements/worker.txt
+$(VENV)/.service: $(VENV)/bin/python requirements/base.txt requirements/web.txt requirements/worker.txt requirements/client.txt
+	$(PIP) install -r requirements/web.txt -r requirements/worker.txt -r requirements/client.txt
 	touch $@
 
 # Everything (adds torch and test tools).
@@ -40,6 +40,9 @@ evaluate: $(VENV)/.dev
 
 eda: $(VENV)/.dev
 	$(PY) -m ml.eda --data $(DATA) $(ARGS)
+
+bench: $(VENV)/.dev
+	$(PY) -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) var

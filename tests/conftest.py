@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 from redis import Redis
 from werkzeug.serving import make_server
 
@@ -100,6 +101,34 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class WebServer:
+    """gunicorn serving the app, as `make run` and the Docker image do."""
+
+    def __init__(self, settings: Settings, log: Path, env: dict | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = os.environ | {"REDIS_URL": settings.redis_url, "MODEL_PATH": settings.model_path,
+                                 "PORT": str(self.port)} | (env or {})
+        self.log = log
+
+    def start(self) -> "WebServer":
+        args = [sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py", "webapp:create_app()"]
+        self.process = subprocess.Popen(args, cwd=REPO, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        wait_for(lambda: self._healthy() or self.process.poll() is not None, 60, "gunicorn")
+        assert self.process.poll() is None, f"gunicorn exited; see {self.log}"
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/health", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(30)
 
 
 @pytest.fixture(scope="session")

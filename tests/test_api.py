@@ -127,6 +127,8 @@ def test_no_file_and_wrong_field(client):
     (content, name, _), = photos(1)
     body = assert_error(upload(client, [(content, name)], field="image"), 400, "no_file")
     assert "image" in body["error"]["message"]
+    extra = {"file": [(io.BytesIO(content), name)], "comment": "hello"}
+    assert_error(client.post("/api/v1/jobs", data=extra, content_type="multipart/form-data"), 400, "unexpected_field")
 
 
 def test_too_many_files(client, settings):

@@ -16,6 +16,14 @@ PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; sc
 DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 
 
+# What every error response looks like, for /openapi.json (replaces APIFlask's own error shape).
+ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["code", "message"],
+                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+}
+
+
 def default_code(status: int) -> str:
     return HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_").replace("-", "_")
 
@@ -55,6 +63,8 @@ def security_headers(response: Response) -> Response:
 
 
 def register(app: APIFlask) -> None:
+    app.config["HTTP_ERROR_SCHEMA"] = ERROR_SCHEMA
+    app.config["VALIDATION_ERROR_SCHEMA"] = ERROR_SCHEMA
     app.error_processor(error_body)
     app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(RedisError, redis_down)

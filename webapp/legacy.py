@@ -20,7 +20,7 @@ def percent(confidence: float) -> float:
 @bp.input(schemas.PredictIn, location="files", validation=False)
 @bp.output(schemas.PredictOut)
 @bp.doc(summary="Classify one image and wait for the answer", security="ApiKeyAuth",
-        responses={401: "API key required", 413: "a limit was exceeded", 422: "the file is not a usable image",
+        responses={400: "no file part", 401: "API key required", 413: "a limit was exceeded", 422: "the file is not a usable image",
                    429: "too many requests from this client", 503: "the queue is full", 504: "no answer in time; poll the job"})
 @submission
 def predict(files_data):

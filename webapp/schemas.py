@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from apiflask import Schema
 from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
-from apiflask.validators import OneOf
+from apiflask.validators import Length, OneOf
 
 IMAGE_STATUSES = ["queued", "running", "done", "failed"]
 
@@ -18,7 +18,8 @@ class ErrorOut(Schema):
 
 
 class UploadIn(Schema):
-    file = List(File(), required=True, metadata={"description": "one part per image (JPEG, PNG, GIF, WebP, BMP, ...)"})
+    file = List(File(), required=True, validate=Length(min=1),
+                metadata={"description": "one part per image (JPEG, PNG, GIF, WebP, BMP, ...)"})
 
 
 class PredictIn(Schema):

@@ -32,6 +32,10 @@ def read_upload(max_files: int) -> NewJob:
         other = sorted(request.files.keys())
         hint = f"; got parts named {other}" if other else ""
         abort(400, f"send images as multipart/form-data parts named '{FIELD}'{hint}", extra_data={"code": "no_file"})
+    unexpected = sorted(str(name) for name in (set(request.files) | set(request.form)) - {FIELD})
+    if unexpected:
+        abort(400, f"unexpected form fields {unexpected}: send only parts named '{FIELD}'",
+              extra_data={"code": "unexpected_field"})
     if len(files) > max_files:
         abort(413, f"{len(files)} files is over the limit of {max_files} per job", extra_data={"code": "too_many_files"})
     job = NewJob()

@@ -1,0 +1,111 @@
+"""The results as people read them: markdown tables (aligned, so they read well in a terminal and
+paste into the README as they are), and as JSON for tools. Formatting only; no measuring here."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LATENCY = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A markdown table padded to column width; numbers (and dashes) right-aligned."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    right = [all(_numeric(row[i]) for row in rows) for i in range(len(headers))]
+    def line(cells):
+        padded = (str(c).rjust(w) if r else str(c).ljust(w) for c, w, r in zip(cells, widths, right))
+        return "| " + " | ".join(padded) + " |"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if r else ("-" * (w + 2)) for w, r in zip(widths, right)) + "|"
+    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
+
+
+def _numeric(cell: str) -> bool:
+    """Numbers, ratios and "-" (no value) align right, as in a spreadsheet."""
+    text = str(cell).replace(",", "").removesuffix("x")
+    try:
+        return text == "-" or not math.isnan(float(text))
+    except ValueError:
+        return False
+
+
+def num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
+def ceiling_section(ceiling: dict) -> str:
+    rows = [[r["model"], r["precision"], str(r["batch"]), num(r["images_per_s"])] for r in ceiling["rows"]]
+    prep = ceiling["preprocess_ms"]
+    return "\n\n".join([
+        f"### Ceiling: decode + preprocess + inference in one process ({ceiling['threads']} ONNX Runtime threads)",
+        table(["model", "precision", "batch", "images/s"], rows),
+        table(["one image", "decode + preprocess, ms (median)"],
+              [["4000x3000 JPEG", num(prep["large_4000x3000"], 2)],
+               ["224x224 photo (valid split)", num(prep["photo_224x224"], 2)]])])
+
+
+def _load_row(setup: str, size: int, s: dict, web: float | None, worker: float | None) -> list[str]:
+    return [setup, str(size), str(s["clients"]), str(s["requests"]), str(s["failures"]), num(s["images_per_s"]),
+            *(num(s[k], 0) for k in LATENCY), num(web, 0), num(worker, 0)]
+
+
+def load_section(baseline: dict, service: list[dict]) -> str:
+    headers = ["setup", "images/request", "clients", "requests", "failures", "images/s",
+               "p50 ms", "p95 ms", "p99 ms", "web RSS MB", "worker RSS MB"]
+    rows = [_load_row("baseline: 1 sync Flask process", 1, baseline, baseline["peak_rss_mb"].get("baseline"), None)]
+    rows += [_load_row(f"service, {s['worker_processes']} worker process(es)", s["job_size"], s,
+                       s["peak_rss_mb"].get("web"), s["peak_rss_mb"].get("worker")) for s in service]
+    note = ("Latency: baseline per request; service per job, submit to done (long poll). "
+            "RSS: peak during the phase, summed over the process tree.")
+    return "\n\n".join(["### Throughput and latency (same photos)", table(headers, rows), note])
+
+
+def scaling_section(scaling: list[dict], mode: str) -> str:
+    headers = ["worker processes", "images/s", "p50 ms", "p95 ms", "p99 ms", "failures", "worker RSS MB"]
+    rows = [[str(s["worker_processes"]), num(s["images_per_s"]), *(num(s[k], 0) for k in LATENCY),
+             str(s["failures"]), num(s["peak_rss_mb"].get("worker"), 0)] for s in scaling]
+    return "\n\n".join([f"### Scaling: 16-image jobs, 16 clients ({mode})", table(headers, rows)])
+
+
+def ratios_section(ratios: dict) -> str:
+    rows = [[name, f"{value:.2f}x" if value is not None else "-"] for name, value in ratios.items()]
+    return "\n\n".join(["### Ratios", table(["comparison", "ratio"], rows)])
+
+
+def failures_section(results: dict) -> str:
+    """Each phase that had failures, with its distinct errors: a failure is a result, not noise."""
+    loads = [("baseline", results["baseline"])]
+    loads += [(f"service, {s['job_size']}-image jobs, {s['clients']} clients, {s['worker_processes']} worker "
+               f"process(es)", s) for s in results["service"] + results["scaling"]]
+    lines = [f"- {name}: {s['failures']} failed; {'; '.join(s['errors'])}" for name, s in loads if s["failures"]]
+    return "\n".join(["### Failures", "", *lines])
+
+
+def header(results: dict) -> str:
+    m, s = results["machine"], results["settings"]
+    return "\n".join([
+        f"## Benchmark{' (quick: smoke test, numbers not meaningful)' if s['quick'] else ''}",
+        "",
+        f"- machine: {m['cpu_count']} cores ({m['platform']}), load average at start {m['loadavg']}",
+        f"- model: `{s['model']}`; INT8: `{s['int8_model'] or 'not found, skipped'}`",
+        f"- {s['images_per_phase']} images per phase from the valid split; total run {results['duration_s']:.0f} s",
+        f"- failures, all phases: {results['failures']}"])
+
+
+def render(results: dict) -> str:
+    sections = [header(results), ceiling_section(results["ceiling"]),
+                load_section(results["baseline"], results["service"]),
+                scaling_section(results["scaling"], results["settings"]["scaling_mode"]),
+                ratios_section(results["ratios"])]
+    if results["failures"]:
+        sections.insert(1, failures_section(results))
+    return "\n\n".join(sections) + "\n"
+
+
+def write(results: dict, directory: Path = HERE) -> str:
+    """Writes RESULTS.md and results.json beside this file; returns the markdown."""
+    text = render(results)
+    (directory / "RESULTS.md").write_text(text)
+    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return text

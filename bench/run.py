@@ -1,0 +1,134 @@
+"""`make bench`: one run that measures, on the same photos,
+1. the ceiling: decode + preprocess + inference in one process (bench.ceiling);
+2. the baseline: the original one-process synchronous design under 4 clients (bench.baseline);
+3. our service end to end: 1- and 16-image jobs under 1, 4 and 16 clients;
+4. scaling: 16-image jobs under 16 clients with 1, 2 and 3 worker processes.
+It prints the tables and writes them to bench/RESULTS.md, and everything to bench/results.json.
+A fixed number of images per phase (not a duration) bounds the run; the exit status is 1 if any
+request failed, so a broken service cannot pass for a slow one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import report
+from bench.ceiling import measure_ceiling
+from bench.images import large_jpeg, load_photos
+from bench.memory import PeakRss
+from bench.phases import run_baseline, run_service
+from bench.procs import exit_once, stop_all
+from common.settings import REPO, Settings
+
+SCALING_MODE = "WORKER_PROCESSES=N in one Celery worker, ONNX Runtime threads per process = cores / N"
+
+
+@dataclass(frozen=True)
+class Plan:
+    images_per_phase: int
+    decode_repeats: int
+    clients: tuple[int, ...] = (1, 4, 16)
+    job_sizes: tuple[int, ...] = (1, 16)
+    worker_counts: tuple[int, ...] = (1, 2, 3)
+    baseline_clients: int = 4
+
+
+# 256 = 16 clients x one 16-image job each: the largest phase still keeps every client busy.
+FULL = Plan(images_per_phase=256, decode_repeats=15)
+QUICK = Plan(images_per_phase=32, decode_repeats=3)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    model = Settings.from_env().model_path  # MODEL_PATH if set, else the shipped model
+    parser = argparse.ArgumentParser(prog="python -m bench.run",
+                                     description="The ceiling, the baseline and the service, on the same photos.")
+    parser.add_argument("--model", default=model, help="FP32 ONNX model, its card beside it (default: %(default)s)")
+    parser.add_argument("--int8-model", help="INT8 twin (default: <model>-int8.onnx beside it; skipped if absent)")
+    parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES") or 1),
+                        help="pool processes of the worker in phase 3; 0: one per core "
+                             "(default: $WORKER_PROCESSES or 1)")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
+    args = parser.parse_args(argv)
+    args.worker_processes = args.worker_processes or os.cpu_count() or 1  # 0: one per core, as in production
+    args.int8_model = args.int8_model or str(Path(args.model).with_name(Path(args.model).stem + "-int8.onnx"))
+    if not Path(args.model).is_file():
+        parser.error(f"no model at {args.model}: run `make export`, or pass --model or set MODEL_PATH")
+    return args
+
+
+def machine_info() -> dict:
+    """Cores and load: numbers from a 2-core machine that was busy mean something else."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {"cpu_count": os.cpu_count(), "platform": f"{platform.machine()}, Python {platform.python_version()}",
+            "loadavg": load}
+
+
+def ratios(ceiling: dict, baseline: dict, service: list[dict]) -> dict:
+    """The service's 16-image jobs under 16 clients, against the best the machine can do with
+    the same model and batch size, and against the old design."""
+    def service_rate(size):
+        return next(s["images_per_s"] for s in service if s["job_size"] == size and s["clients"] == 16)
+    def ceiling_rate(batch):
+        return next(r["images_per_s"] for r in ceiling["rows"] if r["precision"] == "fp32" and r["batch"] == batch)
+    return {"service (16-image jobs, 16 clients) / ceiling (FP32, batch 16)": service_rate(16) / ceiling_rate(16),
+            "service (16-image jobs, 16 clients) / baseline (4 clients)": service_rate(16) / baseline["images_per_s"],
+            "service (1-image jobs, 16 clients) / baseline (4 clients)": service_rate(1) / baseline["images_per_s"],
+            "baseline / ceiling (FP32, batch 1)": baseline["images_per_s"] / ceiling_rate(1)}
+
+
+def measure(args: argparse.Namespace, plan: Plan, logs: Path) -> dict:
+    photos = load_photos(plan.images_per_phase)
+    models = {"fp32": args.model} | ({"int8": args.int8_model} if Path(args.int8_model).is_file() else {})
+    print(f"ceiling ({', '.join(models)})", flush=True)
+    large = large_jpeg(photos[0])
+    results = {"ceiling": measure_ceiling(models, photos, plan.images_per_phase, large, plan.decode_repeats)}
+    with PeakRss() as memory:
+        print("baseline", flush=True)
+        results["baseline"] = run_baseline(args.model, photos, plan, logs, memory)
+        print(f"service (logs in {logs})", flush=True)
+        results["service"], results["scaling"] = run_service(args.model, photos, plan, logs, memory,
+                                                             args.worker_processes)
+    results["int8_model"] = models.get("int8")
+    return results
+
+
+def fresh_log_dir() -> Path:
+    """var/bench (ignored by git, like bin/run's var/redis), emptied so its logs are this run's."""
+    logs = REPO / "var" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.unlink()
+    return logs
+
+
+def settings(args: argparse.Namespace, plan: Plan, int8_model: str | None) -> dict:
+    return {"quick": args.quick, "model": args.model, "int8_model": int8_model,
+            "images_per_phase": plan.images_per_phase, "scaling_mode": SCALING_MODE, "plan": asdict(plan)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, exit_once)
+    started, machine = time.monotonic(), machine_info()
+    try:
+        measured = measure(args, plan, fresh_log_dir())
+    finally:
+        stop_all()
+    loads = [measured["baseline"], *measured["service"], *measured["scaling"]]
+    results = {"machine": machine, "settings": settings(args, plan, measured.pop("int8_model")),
+               "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),
+               "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"])} | measured
+    print("\n" + report.write(results))
+    return 1 if results["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
