@@ -1,0 +1,68 @@
+"""The Redis job store on its own (real Redis): idempotence, expiry, long-poll wake-up."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+from redis import Redis
+
+from common.jobs import JobStore, failure, success
+
+TOP3 = [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3
+MODEL = {"name": "m", "version": "1"}
+
+
+@pytest.fixture
+def store(redis_server):
+    return JobStore(Redis.from_url(redis_server.url), ttl_s=60)
+
+
+def new_job(store: JobStore, total: int = 2) -> str:
+    job_id = str(uuid.uuid4())
+    store.create(job_id, [f"{i}.jpg" for i in range(total)], {i: b"bytes" for i in range(total)}, {})
+    return job_id
+
+
+def test_a_task_run_twice_changes_nothing(store):
+    job_id = new_job(store)
+    store.finish(job_id, {0: success(TOP3), 1: failure("corrupt_image", "bad")}, MODEL)
+    first = store.get(job_id)
+    store.mark_running(job_id, [0, 1])  # the redelivered task starts again...
+    store.finish(job_id, {0: failure("decode_error", "x"), 1: success(TOP3)}, MODEL)  # ...and ends otherwise
+    assert store.get(job_id) == first
+    assert first["status"] == "done" and first["progress"] == {"done": 1, "failed": 1, "total": 2}
+
+
+def test_images_are_deleted_once_final(store):
+    job_id = new_job(store)
+    store.finish(job_id, {0: success(TOP3)}, MODEL)
+    assert store.image(job_id, 0) is None and store.image(job_id, 1) == b"bytes"
+    assert store.get(job_id)["status"] == "running"
+
+
+def test_jobs_expire(redis_server):
+    short = JobStore(Redis.from_url(redis_server.url), ttl_s=1)
+    job_id = new_job(short)
+    short.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)
+    assert short.get(job_id)["status"] == "done"
+    time.sleep(2.2)
+    assert short.get(job_id) is None
+    assert short.mark_running(job_id, [0]) is False  # a late task for an expired job does nothing
+
+
+def test_wait_wakes_when_the_job_finishes(store):
+    job_id = new_job(store, total=1)
+    timer = threading.Timer(0.3, store.finish, args=(job_id, {0: success(TOP3)}, MODEL))
+    timer.start()
+    began = time.monotonic()
+    job = store.wait(job_id, timeout_s=20)
+    assert job["status"] == "done"
+    assert time.monotonic() - began < 15  # woken by the message, not by the timeout
+
+
+def test_wait_returns_the_job_as_it_stands_on_timeout(store):
+    job_id = new_job(store, total=1)
+    assert store.wait(job_id, timeout_s=0.2)["status"] == "queued"
+    assert store.wait(str(uuid.uuid4()), timeout_s=0.2) is None
