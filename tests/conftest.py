@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -18,27 +16,12 @@ import requests
 from redis import Redis
 from werkzeug.serving import make_server
 
+from bench.procs import free_port, wait_for  # one copy of these helpers, shared with the benchmark
 from common import workers
 from common.settings import REPO, Settings
 from webapp import create_app
 
 DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "sports100"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"gave up after {timeout:.0f} s waiting for {what}")
 
 
 class RedisServer:

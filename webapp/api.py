@@ -6,6 +6,7 @@ import uuid
 from apiflask import APIBlueprint, abort
 from flask import current_app, url_for
 
+from common.model_card import model_identity
 from webapp import schemas
 from webapp.guards import submission
 from webapp.uploads import read_upload, submit
@@ -26,8 +27,7 @@ S ≤ 30, to hold the request until the job is done). Every error body is
 
 def job_document(job: dict) -> dict:
     if job["model"] is None:  # no worker has written yet: name the model this deployment serves
-        card = current_app.extensions["model_card"]
-        job["model"] = {"name": card["name"], "version": card["version"]}
+        job["model"] = model_identity(current_app.extensions["model_card"])
     return job
 
 
