@@ -22,6 +22,7 @@ class Settings:
     max_images_per_job: int = 64
     max_pixels: int = 64_000_000  # a 24000x24000 decompression bomb is 576 MP
     max_queue_depth: int = 1000  # queued tasks (chunks) beyond which submissions get 503 + Retry-After
+    max_redis_mb: int = 2048  # Redis memory in use beyond which submissions get 503 (waiting images live there)
     rate_limit: str = "600/minute"  # submissions per client address, counted in Redis; "" turns it off
     api_key: str = ""  # when set, submissions need the header X-API-Key with this value
     result_ttl_s: int = 24 * 3600  # a job and its results expire this long after they are written

@@ -59,6 +59,11 @@ def test_back_pressure_when_queue_is_deep(make_client):
     assert full.get_json()["error"]["code"] == "overloaded" and full.headers["Retry-After"]
 
 
+def test_back_pressure_when_redis_memory_is_high(make_client):
+    full = post_photo(make_client(max_redis_mb=0))
+    assert full.status_code == 503 and full.get_json()["error"]["code"] == "overloaded"
+
+
 def test_cors_is_same_origin_unless_configured(make_client):
     origin = {"Origin": "https://photos.example"}
     assert "Access-Control-Allow-Origin" not in make_client().get("/api/v1/classes", headers=origin).headers

@@ -38,10 +38,12 @@ def _check_api_key() -> None:
 
 
 def _check_backlog() -> None:
-    settings = current_app.extensions["settings"]
-    depth = current_app.extensions["redis"].llen(CELERY_QUEUE)
-    if depth >= settings.max_queue_depth:
-        abort(503, f"the queue is full ({depth} batches waiting); try again shortly",
+    """Queued work is bounded twice: by batches waiting, and by the memory their images take."""
+    settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
+    depth = redis.llen(CELERY_QUEUE)
+    used_mb = redis.info("memory")["used_memory"] / 2**20
+    if depth >= settings.max_queue_depth or used_mb >= settings.max_redis_mb:
+        abort(503, f"the service is busy ({depth} batches, {used_mb:.0f} MB waiting); try again shortly",
               headers={"Retry-After": "10"}, extra_data={"code": "overloaded"})
 
 
