@@ -151,15 +151,18 @@ def test_classes(client, app):
     assert body["display_names"]["ampute football"] == "Amputee Football"
 
 
-def test_predict_legacy_endpoint(client):
-    (content, name, label), = photos(1, start=3)
+def test_predict_legacy_endpoint(client, app):
+    (content, name, _), = photos(1, start=3)
     response = upload(client, [(content, name)], url="/predict")
     assert response.status_code == 200
     body = response.get_json()
     assert set(body) == {"sport", "confidence", "top_3"}
-    assert body["sport"] == body["top_3"][0]["sport"] == label
-    assert 0 <= body["confidence"] <= 100 and len(body["top_3"]) == 3
-    assert body["confidence"] == body["top_3"][0]["confidence"]
+    assert len(body["top_3"]) == 3 and body["sport"] == body["top_3"][0]["sport"]
+    assert body["sport"] in app.extensions["model_card"]["classes"]
+    assert 0 <= body["confidence"] <= 100 and body["confidence"] == body["top_3"][0]["confidence"]
+    job = wait_done(client, upload(client, [(content, name)]).get_json()["status_url"])
+    top3 = job["results"][0]["top3"]  # the same answer as the v1 API, in percent
+    assert body["top_3"] == [{"sport": p["label"], "confidence": round(p["confidence"] * 100, 2)} for p in top3]
 
 
 def test_predict_rejects_non_image(client):
