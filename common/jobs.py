@@ -17,16 +17,18 @@ from redis import Redis
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
 # Marks images running unless they are already further along (a redelivered task must not
-# move a finished image back). Returns 0 when the job is gone (expired).
+# move a finished image back), and counts how often this chunk (named by its first image) has been
+# started. Returns that count, or 0 when the job is gone (expired).
 _MARK_RUNNING = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts:' .. ARGV[1], 1)
 for i = 1, #ARGV do
   local current = redis.call('HGET', KEYS[1], ARGV[i])
   if current and cjson.decode(current)['status'] == 'queued' then
     redis.call('HSET', KEYS[1], ARGV[i], '{"status":"running"}')
   end
 end
-return 1
+return attempts
 """
 
 # Writes final results, counting only images not final before, so a task run twice (after a
@@ -99,8 +101,9 @@ class JobStore:
             pipe.expire(self.key(job_id), self.ttl_s)
             pipe.execute()
 
-    def mark_running(self, job_id: str, indices: list[int]) -> bool:
-        return bool(self._mark_running(keys=[self.key(job_id)], args=indices))
+    def mark_running(self, job_id: str, indices: list[int]) -> int:
+        """How many times this chunk has now been started (1 the first time); 0 if the job expired."""
+        return self._mark_running(keys=[self.key(job_id)], args=indices)
 
     def image(self, job_id: str, index: int) -> bytes | None:
         return self.redis.get(self.image_key(job_id, index))
@@ -119,9 +122,11 @@ class JobStore:
             return None
         meta = json.loads(fields[b"meta"])
         records = [json.loads(fields[str(i).encode()]) for i in range(meta["total"])]
-        counts = {s: sum(r["status"] == s for r in records) for s in (QUEUED, DONE, FAILED)}
-        final = counts[DONE] + counts[FAILED]
-        status = DONE if final == meta["total"] else QUEUED if counts[QUEUED] == meta["total"] else RUNNING
+        counts = {s: sum(r["status"] == s for r in records) for s in (QUEUED, RUNNING, DONE, FAILED)}
+        if counts[DONE] + counts[FAILED] == meta["total"]:
+            status = DONE
+        else:  # images refused on arrival are final but were never worked on: they do not count as started
+            status = RUNNING if counts[RUNNING] or counts[DONE] else QUEUED
         return {
             "job_id": job_id,
             "status": status,

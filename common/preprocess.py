@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Crops wider (or taller) than this are trimmed at the centre before the square resize: training's
-# random crops span aspect ratios 3/4..4/3, so a photo squeezed beyond that looks unlike anything the
-# model saw, while cropping a 4:3 or 16:9 photo to 4:3 keeps nearly all of the scene.
-MAX_ASPECT = 4 / 3
+# Only the formats people send as photos: Pillow would also open EPS (through Ghostscript) and other
+# rarely used decoders, each one more attack surface. (Cameras' MPO files open as JPEG.)
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+Image.init()  # registers every plugin, so `formats=` can name those Pillow loads only on demand
+RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 
 
 class ImageError(ValueError):
@@ -33,11 +34,21 @@ class Preprocessing:
     size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Wider (or taller) photos are trimmed at the centre to this aspect ratio before the square
+    # resize: training's random crops span 3/4..4/3, so a photo squeezed beyond that looks unlike
+    # anything the model saw, while trimming a 16:9 photo to 4:3 keeps most of the scene.
+    max_aspect: float = 4 / 3
+    resample: str = "bilinear"
 
     @classmethod
     def from_card(cls, card: dict) -> "Preprocessing":
         p = card["preprocessing"]
-        return cls(size=int(p["input_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]))
+        return cls(size=int(p["input_size"]), mean=tuple(p["mean"]), std=tuple(p["std"]),
+                   max_aspect=float(p["max_aspect"]), resample=p["resample"])
+
+    def as_card(self) -> dict:
+        return {"input_size": self.size, "mean": list(self.mean), "std": list(self.std),
+                "max_aspect": self.max_aspect, "resample": self.resample}
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -45,11 +56,13 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError("empty_file", "the file is empty")
     try:
-        image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError("not_an_image", f"not a readable image ({type(exc).__name__})") from None
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:  # Pillow's own guard, far above ours
         raise ImageError("image_too_large", f"the image is over the limit of {max_pixels:,} pixels") from None
+    except UnidentifiedImageError:
+        raise ImageError("not_an_image", f"not a readable image (expected one of {', '.join(FORMATS)})") from None
+    except Exception as exc:  # any decoder's complaint about a header is the client's file, not a 500
+        raise ImageError("not_an_image", f"not a readable image ({type(exc).__name__})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
@@ -85,7 +98,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def center_crop_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
+def center_crop_aspect(image: Image.Image, max_aspect: float) -> Image.Image:
     """Trims the long side so the aspect ratio is at most `max_aspect`."""
     width, height = image.size
     if width > height * max_aspect:
@@ -101,7 +114,7 @@ def center_crop_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Im
 
 def to_array(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """RGB image -> normalized float32 CHW array of shape (3, size, size)."""
-    square = center_crop_aspect(image).resize((prep.size, prep.size), Image.BILINEAR)
+    square = center_crop_aspect(image, prep.max_aspect).resize((prep.size, prep.size), RESAMPLING[prep.resample])
     pixels = np.asarray(square, dtype=np.float32) / 255.0
     pixels = (pixels - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))

@@ -22,6 +22,11 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A chunk that stalls is killed and put back (not acknowledged); the job store counts its
+        # attempts and fails its images after a few, so a poisonous image cannot loop forever.
+        task_time_limit=settings.task_time_limit_s,
+        task_acks_on_timeout=False,
+        task_default_queue=CELERY_QUEUE,
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             # Sweep for abandoned tasks often (kombu's default sweep is every ~100 s).

@@ -38,6 +38,13 @@ def display_names(classes: list[str]) -> list[str]:
     return [SPELLING.get(c, c.title()) for c in classes]
 
 
+def checkpoint_preprocessing(ckpt: dict) -> Preprocessing:
+    """What training validated with; checkpoints older than the crop/resample fields used the defaults."""
+    p = ckpt["preprocessing"]
+    extra = {key: p[key] for key in ("max_aspect", "resample") if key in p}
+    return Preprocessing(p["input_size"], tuple(p["mean"]), tuple(p["std"]), **extra)
+
+
 def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     model = build_model(len(ckpt["classes"]), ckpt["config"]["dropout"], pretrained=False)
@@ -96,16 +103,16 @@ def images_per_second(path: Path, inputs: np.ndarray, threads: int = 2, repeats:
 
 
 def write_card(path: Path, ckpt: dict, name: str, version: str, extra: dict) -> dict:
-    p = ckpt["preprocessing"]
+    p = checkpoint_preprocessing(ckpt)
     card = {
         "name": name, "version": version, "architecture": ckpt["architecture"], "date": date.today().isoformat(),
         "file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-        "input": {"name": "images", "shape": ["batch", 3, p["input_size"], p["input_size"]], "dtype": "float32"},
+        "input": {"name": "images", "shape": ["batch", 3, p.size, p.size], "dtype": "float32"},
         "output": {"name": "probabilities", "shape": ["batch", len(ckpt["classes"])], "meaning": "softmax probabilities"},
-        "preprocessing": {"input_size": p["input_size"], "mean": list(p["mean"]), "std": list(p["std"]),
-                          "steps": ["decode, first frame, EXIF orientation applied", "RGB (transparency over white)",
-                                    "centre-crop to aspect ratio at most 4:3", f"bilinear resize to {p['input_size']}x{p['input_size']}",
-                                    "scale to [0,1], subtract mean, divide by std", "CHW"]},
+        "preprocessing": p.as_card() | {
+            "steps": ["decode (first frame, EXIF orientation applied)", "RGB, transparency over white",
+                      f"centre-crop to an aspect ratio of at most {p.max_aspect:.4g}",
+                      f"{p.resample} resize to {p.size}x{p.size}", "scale to [0,1], subtract mean, divide by std", "CHW"]},
         "classes": ckpt["classes"], "display_names": display_names(ckpt["classes"]),
         "training": {"recipe": ckpt["config"], "best_epoch": ckpt["best"], "epochs_run": len(ckpt["history"]),
                      "seconds": round(sum(h["seconds"] for h in ckpt["history"]))},
@@ -135,7 +142,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model, ckpt = load_checkpoint(args.checkpoint)
-    prep = Preprocessing(ckpt["preprocessing"]["input_size"], tuple(ckpt["preprocessing"]["mean"]), tuple(ckpt["preprocessing"]["std"]))
+    prep = checkpoint_preprocessing(ckpt)
     args.out.mkdir(parents=True, exist_ok=True)
     fp32 = args.out / f"{args.name}.onnx"
     export_onnx(model, prep.size, fp32)

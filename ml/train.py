@@ -163,7 +163,7 @@ def train(cfg: Config) -> dict:
         state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                      epoch=epoch, history=history, best=best, torch_rng=torch.get_rng_state(),
                      config=dataclasses.asdict(cfg), classes=classes, architecture=ARCHITECTURE,
-                     preprocessing={"input_size": cfg.size, "mean": MEAN, "std": STD})
+                     preprocessing=prep.as_card())
         save_checkpoint(out / "last.pt", **state)
         if improved:
             save_checkpoint(out / "best.pt", **state)

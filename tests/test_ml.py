@@ -11,7 +11,6 @@ import onnxruntime as ort
 import pytest
 
 from common.model_card import load_card
-from common.preprocess import Preprocessing
 from common.settings import REPO
 from conftest import DATA
 from ml import export
@@ -42,7 +41,7 @@ def checkpoint(tmp_path_factory):
 
 def test_export_matches_pytorch_and_writes_card(checkpoint, tmp_path):
     model, ckpt = export.load_checkpoint(checkpoint)
-    prep = Preprocessing(224, tuple(ckpt["preprocessing"]["mean"]), tuple(ckpt["preprocessing"]["std"]))
+    prep = export.checkpoint_preprocessing(ckpt)
     path = tmp_path / "tiny.onnx"
     export.export_onnx(model, 224, path)
     inputs = export.sample_inputs(DATA / "valid", prep, 8, step=50)

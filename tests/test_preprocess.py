@@ -74,9 +74,9 @@ def test_large_jpeg_decodes_at_reduced_scale():
 
 
 def test_aspect_is_limited_to_four_thirds():
-    assert center_crop_aspect(Image.new("RGB", (1600, 900))).size == (1200, 900)
-    assert center_crop_aspect(Image.new("RGB", (900, 1600))).size == (900, 1200)
-    assert center_crop_aspect(Image.new("RGB", (640, 480))).size == (640, 480)
+    assert center_crop_aspect(Image.new("RGB", (1600, 900)), 4 / 3).size == (1200, 900)
+    assert center_crop_aspect(Image.new("RGB", (900, 1600)), 4 / 3).size == (900, 1200)
+    assert center_crop_aspect(Image.new("RGB", (640, 480)), 4 / 3).size == (640, 480)
 
 
 BAD = {
@@ -84,6 +84,7 @@ BAD = {
     "text named .jpg": (b"hello, this is text", "not_an_image"),
     "pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not_an_image"),
     "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "not_an_image"),
+    "eps (a format we do not open)": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not_an_image"),
 }
 
 

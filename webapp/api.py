@@ -44,18 +44,17 @@ def find_job(job_id: str, wait_s: float) -> dict:
 
 
 @bp.post("/jobs")
+@submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.UploadIn, location="files", validation=False)
 @bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)")
 @bp.doc(summary="Submit images for classification", security="ApiKeyAuth",
         responses={400: "no file part", 401: "API key required", 413: "a limit was exceeded",
                    429: "too many requests from this client", 503: "the queue is full or Redis is unreachable"})
-@submission
 def create_job(files_data):
     job = read_upload(current_app.extensions["settings"].max_images_per_job)
     submit(job)
     status_url = url_for("api.get_job", job_id=job.job_id)
-    body = {"job_id": job.job_id, "status": "done" if not job.images else "queued",
-            "total": len(job.filenames), "status_url": status_url}
+    body = {"job_id": job.job_id, "status": "queued", "total": len(job.filenames), "status_url": status_url}
     return body, 202, {"Location": status_url}
 
 

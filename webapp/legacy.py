@@ -17,17 +17,20 @@ def percent(confidence: float) -> float:
 
 
 @bp.post("/predict")
+@submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.PredictIn, location="files", validation=False)
 @bp.output(schemas.PredictOut)
 @bp.doc(summary="Classify one image and wait for the answer", security="ApiKeyAuth",
         responses={400: "no file part", 401: "API key required", 413: "a limit was exceeded", 422: "the file is not a usable image",
                    429: "too many requests from this client", 503: "the queue is full", 504: "no answer in time; poll the job"})
-@submission
 def predict(files_data):
     job = read_upload(max_files=1)
     submit(job)
     settings = current_app.extensions["settings"]
-    result = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)["results"][0]
+    job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
+    if job_now is None:  # evicted or flushed from Redis while we waited
+        abort(503, "the job was lost from the job store; send the image again", extra_data={"code": "job_lost"})
+    result = job_now["results"][0]
     if result["status"] == "failed":
         abort(422, result["error"]["message"], extra_data={"code": result["error"]["code"]})
     if result["status"] != "done":

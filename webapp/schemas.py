@@ -28,7 +28,7 @@ class PredictIn(Schema):
 
 class JobAccepted(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
-    status = String(required=True, validate=OneOf(["queued", "done"]))
+    status = String(required=True, validate=OneOf(["queued"]))
     total = Integer(required=True)
     status_url = String(required=True)
 

@@ -9,8 +9,10 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from apiflask import abort
 from flask import current_app, request
+from kombu.exceptions import OperationalError
 
 from common.jobs import failure
+from common.model_card import model_identity
 from common.preprocess import ImageError, open_image
 from common.queue import CLASSIFY_TASK
 
@@ -62,10 +64,19 @@ def safe_filename(name: str | None, index: int) -> str:
 
 
 def submit(job: NewJob) -> None:
-    """Records the job, then queues its images in chunks that each run as one batched inference."""
-    settings = current_app.extensions["settings"]
-    current_app.extensions["jobs"].create(job.job_id, job.filenames, job.images, job.failures)
+    """Records the job, then queues its images in chunks that each run as one batched inference.
+    If the broker fails part-way, the chunks not queued fail visibly and the client gets a 503."""
+    settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
+    jobs.create(job.job_id, job.filenames, job.images, job.failures)
     indices = sorted(job.images)
-    celery = current_app.extensions["celery"]
-    for start in range(0, len(indices), settings.chunk_size):
-        celery.send_task(CLASSIFY_TASK, args=[job.job_id, indices[start:start + settings.chunk_size]])
+    chunks = [indices[i:i + settings.chunk_size] for i in range(0, len(indices), settings.chunk_size)]
+    for n, chunk in enumerate(chunks):
+        try:
+            current_app.extensions["celery"].send_task(CLASSIFY_TASK, args=[job.job_id, chunk])
+        except OperationalError:
+            unsent = [i for c in chunks[n:] for i in c]
+            message = "the queue was unreachable; send this image again"
+            model = model_identity(current_app.extensions["model_card"])
+            jobs.finish(job.job_id, {i: failure("not_queued", message) for i in unsent}, model)
+            abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
+                  extra_data={"code": "unavailable"})

@@ -14,12 +14,15 @@ import threading
 
 from celery import signals
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
 from common import workers
 from common.jobs import JobStore
 from common.queue import CELERY_QUEUE, make_celery
 from common.settings import Settings
-from worker.inference import Classifier, default_threads
+from worker.inference import Classifier, cores, default_threads
 
 settings = Settings.from_env()
 app = make_celery(settings)
@@ -39,7 +42,9 @@ class Runtime:
     """What one pool process holds: its Redis connection, job store and model session."""
 
     def __init__(self, processes: int):
-        self.redis = Redis.from_url(settings.redis_url)
+        # A Redis restart must make tasks wait, not fail their images: retry for about 4 minutes.
+        self.redis = Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=5, base=0.1), 60),
+                                    retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.store = JobStore(self.redis, settings.result_ttl_s)
         threads = settings.worker_threads or default_threads(processes)
         self.classifier = load_classifier(threads)
@@ -83,14 +88,18 @@ def stop_consuming_without_model(sender, **_) -> None:
         sender.cancel_task_queue(CELERY_QUEUE)
 
 
-@signals.worker_process_init.connect
-def load_model(**_) -> None:
+def start_runtime() -> Runtime:
     global runtime
-    if model_problem:
-        return
-    runtime = Runtime(settings.worker_processes or os.cpu_count() or 1)
+    runtime = Runtime(settings.worker_processes or cores())
     me = worker_id()
     _in_background(lambda: workers.announce(runtime.redis, me, runtime.classifier.identity))
+    return runtime
+
+
+@signals.worker_process_init.connect
+def load_model(**_) -> None:
+    if not model_problem:
+        start_runtime()
 
 
 @signals.worker_process_shutdown.connect

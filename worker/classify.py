@@ -11,25 +11,45 @@ from worker.inference import Classifier
 
 log = logging.getLogger(__name__)
 
+# A chunk started this often without finishing (its process crashed, or it ran past the time
+# limit) holds an image that kills workers: its images fail rather than loop forever.
+MAX_ATTEMPTS = 3
+
 
 def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int) -> None:
-    """Classifies the chunk's images in one batched inference; each bad image fails alone."""
-    if not store.mark_running(job_id, indices):
+    """Classifies the chunk's images in one batched inference; each bad image fails alone.
+    Redis errors propagate (the job store's client retries them); nothing else escapes."""
+    attempt = store.mark_running(job_id, indices)
+    if attempt == 0:
         log.warning("job %s expired before its images %s ran", job_id, indices)
+        return
+    if attempt > MAX_ATTEMPTS:
+        message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
+        store.finish(job_id, {i: failure("worker_crashed", message) for i in indices}, classifier.identity)
         return
     results, inputs = {}, {}
     for index in indices:
+        data = store.image(job_id, index)
         try:
-            inputs[index] = _prepare(store.image(job_id, index), classifier, max_pixels)
+            inputs[index] = _prepare(data, classifier, max_pixels)
         except ImageError as exc:
             results[index] = failure(exc.code, exc.message)
         except Exception:  # a decoder bug must cost one image, never the worker
             log.exception("job %s image %d: unexpected decoding error", job_id, index)
             results[index] = failure("decode_error", "the image could not be processed")
-    if inputs:
-        predictions = classifier.top3(np.stack(list(inputs.values())))
-        results |= {index: success(top3) for index, top3 in zip(inputs, predictions)}
+    results |= _predict(classifier, inputs, job_id)
     store.finish(job_id, results, classifier.identity)
+
+
+def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str) -> dict[int, dict]:
+    if not inputs:
+        return {}
+    try:
+        predictions = classifier.top3(np.stack(list(inputs.values())))
+    except Exception:  # the runtime failing must end these images visibly, not leave them running
+        log.exception("job %s: inference failed", job_id)
+        return {index: failure("inference_error", "the model could not classify this image") for index in inputs}
+    return {index: success(top3) for index, top3 in zip(inputs, predictions)}
 
 
 def _prepare(data: bytes | None, classifier: Classifier, max_pixels: int) -> np.ndarray:

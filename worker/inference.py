@@ -11,9 +11,14 @@ from common.model_card import load_card, model_identity
 from common.preprocess import Preprocessing
 
 
+def cores() -> int:
+    """Cores this process may use (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 def default_threads(processes: int) -> int:
     """Threads per session such that all worker processes together use each core once."""
-    return max(1, (os.cpu_count() or 1) // max(1, processes))
+    return max(1, cores() // max(1, processes))
 
 
 class Classifier:

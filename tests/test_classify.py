@@ -1,0 +1,56 @@
+"""The worker's logic without a broker (as Celery's testing guide advises): the real model and a
+real Redis, called directly."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from redis import Redis
+
+from common.jobs import JobStore
+from conftest import valid_images
+from worker.classify import MAX_ATTEMPTS, classify_chunk
+from worker.inference import Classifier
+
+MAX_PIXELS = 64_000_000
+
+
+@pytest.fixture(scope="module")
+def classifier(settings):
+    return Classifier(settings.model_path, str(settings.model_card_path), threads=1)
+
+
+@pytest.fixture
+def store(redis_server):
+    return JobStore(Redis.from_url(redis_server.url), ttl_s=60)
+
+
+def new_job(store: JobStore, images: list[bytes]) -> str:
+    job_id = str(uuid.uuid4())
+    store.create(job_id, [f"{i}.jpg" for i in range(len(images))], dict(enumerate(images)), {})
+    return job_id
+
+
+def test_one_batch_with_a_bad_image(store, classifier):
+    photo = valid_images(1)[0][0].read_bytes()
+    job_id = new_job(store, [photo, b"GIF89a broken", photo])
+    classify_chunk(store, classifier, job_id, [0, 1, 2], MAX_PIXELS)
+    job = store.get(job_id)
+    assert [r["status"] for r in job["results"]] == ["done", "failed", "done"]
+    assert job["results"][0]["top3"] == job["results"][2]["top3"]  # same photo, same answer in one batch
+    assert job["model"] == classifier.identity
+
+
+def test_a_chunk_that_keeps_killing_workers_fails(store, classifier):
+    photo = valid_images(1)[0][0].read_bytes()
+    job_id = new_job(store, [photo, photo])
+    for _ in range(MAX_ATTEMPTS):  # started this often, never finished: each time its worker died
+        store.mark_running(job_id, [0, 1])
+    classify_chunk(store, classifier, job_id, [0, 1], MAX_PIXELS)
+    job = store.get(job_id)
+    assert job["status"] == "done"
+    assert {r["error"]["code"] for r in job["results"]} == {"worker_crashed"}
+
+
+def test_expired_job_is_skipped(store, classifier):
+    classify_chunk(store, classifier, str(uuid.uuid4()), [0], MAX_PIXELS)  # nothing to do, nothing raised
