@@ -32,8 +32,10 @@ return attempts
 """
 
 # Writes final results, counting only images not final before, so a task run twice (after a
-# worker died between writing and acknowledging) is harmless. The last image closes the job.
+# worker died between writing and acknowledging) is harmless; drops the images' bytes (KEYS[3..]).
+# The last image closes the job.
 _FINISH = """
+for k = 3, #KEYS do redis.call('DEL', KEYS[k]) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local newly = 0
 for i = 4, #ARGV, 2 do
@@ -105,15 +107,16 @@ class JobStore:
         """How many times this chunk has now been started (1 the first time); 0 if the job expired."""
         return self._mark_running(keys=[self.key(job_id)], args=indices)
 
-    def image(self, job_id: str, index: int) -> bytes | None:
-        return self.redis.get(self.image_key(job_id, index))
+    def images(self, job_id: str, indices: list[int]) -> list[bytes | None]:
+        """The waiting images' bytes, in one round trip (None where gone)."""
+        return self.redis.mget([self.image_key(job_id, i) for i in indices])
 
     def finish(self, job_id: str, results: dict[int, dict], model: dict) -> None:
         args = [now_iso(), json.dumps(model), self.ttl_s]
         for index, record in results.items():
             args += [index, json.dumps(record)]
-        self._finish(keys=[self.key(job_id), self.channel(job_id)], args=args)
-        self.redis.delete(*(self.image_key(job_id, i) for i in results))
+        keys = [self.key(job_id), self.channel(job_id), *(self.image_key(job_id, i) for i in results)]
+        self._finish(keys=keys, args=args)
 
     def get(self, job_id: str) -> dict | None:
         """The job as clients see it (REST contract v1), or None if unknown or expired."""

@@ -41,8 +41,9 @@ class Settings:
         values = {}
         for field in dataclasses.fields(cls):
             raw = os.environ.get(field.name.upper())
-            if raw is not None:
-                values[field.name] = type(field.default)(raw)
+            kind = type(field.default)
+            if raw is not None and (raw != "" or kind is str):  # "" means unset, except for text
+                values[field.name] = kind(raw)
         return cls(**(values | overrides))
 
     @property

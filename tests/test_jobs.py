@@ -38,7 +38,7 @@ def test_a_task_run_twice_changes_nothing(store):
 def test_images_are_deleted_once_final(store):
     job_id = new_job(store)
     store.finish(job_id, {0: success(TOP3)}, MODEL)
-    assert store.image(job_id, 0) is None and store.image(job_id, 1) == b"bytes"
+    assert store.images(job_id, [0, 1]) == [None, b"bytes"]
     assert store.get(job_id)["status"] == "running"
 
 

@@ -28,8 +28,7 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
         store.finish(job_id, {i: failure("worker_crashed", message) for i in indices}, classifier.identity)
         return
     results, inputs = {}, {}
-    for index in indices:
-        data = store.image(job_id, index)
+    for index, data in zip(indices, store.images(job_id, indices)):
         try:
             inputs[index] = _prepare(data, classifier, max_pixels)
         except ImageError as exc:
