@@ -1,0 +1,80 @@
+"""Security promises with the real stack: JSON-only messages, a password-protected Redis whose
+password never reaches the logs, uploaded file names that stay names."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import subprocess
+import uuid
+
+import pytest
+from redis import Redis
+
+from common.jobs import JobStore
+from common.queue import CLASSIFY_TASK, make_celery
+from conftest import RedisServer, Worker, valid_images, wait_for
+from webapp import create_app
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def private_stack(settings, tmp_path):
+    """Redis with a password, a worker and the app, all given the password in their URL."""
+    server = RedisServer(tmp_path / "redis")
+    server.url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
+    server.start = _with_password(server)
+    server.start()
+    mine = dataclasses.replace(settings, redis_url=server.url)
+    worker = Worker(mine, tmp_path / "worker.log").start()
+    yield create_app(mine).test_client(), worker, mine
+    worker.stop()
+    server.stop()
+
+
+def _with_password(server: RedisServer):
+    def start():
+        server.process = subprocess.Popen(["redis-server", "--port", str(server.port), "--bind", "127.0.0.1",
+                                           "--save", "", "--requirepass", PASSWORD], stdout=subprocess.DEVNULL)
+        wait_for(server._pings, 10, "redis-server with a password")
+        return server
+    return start
+
+
+def submit(client, files) -> str:
+    response = client.post("/api/v1/jobs", data={"file": files}, content_type="multipart/form-data")
+    assert response.status_code == 202
+    return response.get_json()["status_url"]
+
+
+def test_password_redis_works_and_stays_out_of_logs(private_stack):
+    client, worker, _ = private_stack
+    path, _ = valid_images(1)[0]
+    job = client.get(submit(client, [(io.BytesIO(path.read_bytes()), path.name)]) + "?wait=30").get_json()
+    assert job["status"] == "done" and job["results"][0]["status"] == "done"
+    assert client.get("/ready").get_json()["status"] == "ready"
+    assert PASSWORD not in worker.log.read_text()
+
+
+def test_worker_refuses_pickled_messages(private_stack):
+    client, worker, settings = private_stack
+    store = JobStore(Redis.from_url(settings.redis_url), settings.result_ttl_s)
+    job_id = str(uuid.uuid4())
+    store.create(job_id, ["a.jpg"], {0: valid_images(1)[0][0].read_bytes()}, {})
+    sender = make_celery(settings)
+    sender.conf.accept_content = ["json", "pickle"]  # a hostile or misconfigured producer
+    sender.send_task(CLASSIFY_TASK, args=[job_id, [0]], serializer="pickle")
+    wait_for(lambda: "pickle" in worker.log.read_text(), 30, "the worker to refuse the pickled message")
+    assert store.get(job_id)["status"] == "queued"  # never executed
+    assert worker.process.poll() is None  # and the worker is unharmed:
+    make_celery(settings).send_task(CLASSIFY_TASK, args=[job_id, [0]])
+    assert client.get(f"/api/v1/jobs/{job_id}?wait=30").get_json()["status"] == "done"
+
+
+def test_file_names_are_names_not_paths(client):
+    path, _ = valid_images(1)[0]
+    data = path.read_bytes()
+    files = [(io.BytesIO(data), "../../etc/passwd.jpg"), (io.BytesIO(data), "/var/www/beach.jpg"),
+             (io.BytesIO(data), "ok\x00\x1b[31m.jpg")]
+    job = client.get(submit(client, files) + "?wait=30").get_json()
+    assert [r["filename"] for r in job["results"]] == ["passwd.jpg", "beach.jpg", "ok[31m.jpg"]
