@@ -47,7 +47,7 @@ def checkpoint_preprocessing(ckpt: dict) -> Preprocessing:
 
 def load_checkpoint(path: Path) -> tuple[torch.nn.Module, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(len(ckpt["classes"]), ckpt["config"]["dropout"], pretrained=False)
+    model = build_model(ckpt["architecture"], len(ckpt["classes"]), ckpt["config"]["dropout"], pretrained=False)
     model.load_state_dict(ckpt["model"])
     return WithSoftmax(model).eval(), ckpt
 

