@@ -3,31 +3,28 @@ Redis (so it holds across web processes and hosts), and back-pressure when the q
 from __future__ import annotations
 
 import hmac
+import math
+import time
 from functools import wraps
 
 from apiflask import APIFlask, abort
 from flask import current_app, request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+from limits import parse
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 
 from common.queue import CELERY_QUEUE
 
 API_KEY_HEADER = "X-API-Key"
 SECURITY_SCHEMES = {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
 
-limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
-
 
 def init_app(app: APIFlask) -> None:
     settings = app.extensions["settings"]
-    app.config["RATELIMIT_STORAGE_URI"] = settings.redis_url
-    app.config["RATELIMIT_ENABLED"] = bool(settings.rate_limit)
     app.config["SECURITY_SCHEMES"] = SECURITY_SCHEMES
-    limiter.init_app(app)
-
-
-def _rate_limit() -> str:
-    return current_app.extensions["settings"].rate_limit or "1000000/second"
+    if settings.rate_limit:  # each app its own limiter: its own Redis, its own limit
+        app.extensions["rate_limiter"] = (MovingWindowRateLimiter(storage_from_string(settings.redis_url)),
+                                          parse(settings.rate_limit))
 
 
 def _check_api_key() -> None:
@@ -35,6 +32,17 @@ def _check_api_key() -> None:
     given = request.headers.get(API_KEY_HEADER, "")
     if expected and not hmac.compare_digest(given.encode(), expected.encode()):
         abort(401, f"a valid {API_KEY_HEADER} header is required to submit images", extra_data={"code": "unauthorized"})
+
+
+def _check_rate() -> None:
+    if "rate_limiter" not in current_app.extensions:
+        return
+    limiter, limit = current_app.extensions["rate_limiter"]
+    client = request.remote_addr or "unknown"
+    if not limiter.hit(limit, "submissions", client):
+        retry_after = max(1, math.ceil(limiter.get_window_stats(limit, "submissions", client).reset_time - time.time()))
+        abort(429, f"too many submissions from {client}: the limit is {limit}", headers={"Retry-After": str(retry_after)},
+              extra_data={"code": "too_many_requests"})
 
 
 def _check_backlog() -> None:
@@ -49,10 +57,10 @@ def _check_backlog() -> None:
 
 def submission(view):
     """For endpoints that accept images: key first, then the client's rate, then the backlog."""
-    @limiter.limit(_rate_limit)
     @wraps(view)
     def guarded(*args, **kwargs):
         _check_api_key()
+        _check_rate()
         _check_backlog()
         return view(*args, **kwargs)
     return guarded

@@ -30,6 +30,7 @@ class Classifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only: the exporter's unused ReLU6 constants draw a warning each
         self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.prep = Preprocessing.from_card(self.card)
