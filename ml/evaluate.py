@@ -16,21 +16,11 @@ import numpy as np
 from tqdm import tqdm
 
 from common.preprocess import ImageError, preprocess
+from ml.data import MAX_PIXELS, ServedImages
 from ml.plots import plot_confusion
 from worker.inference import Classifier
 
-MAX_PIXELS = 100_000_000
 BATCH = 32
-
-
-def list_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    index = {name: i for i, name in enumerate(classes)}
-    samples = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if folder.name not in index:
-            raise SystemExit(f"{folder} is not named after one of the model's classes")
-        samples += [(f, index[folder.name]) for f in sorted(folder.iterdir()) if f.is_file()]
-    return samples
 
 
 def predict_all(classifier: Classifier, samples: list[tuple[Path, int]]) -> tuple[np.ndarray, list[str]]:
@@ -88,7 +78,7 @@ def summary_markdown(result: dict, model: dict, data: Path) -> str:
 def evaluate(model_path: Path, data: Path, out: Path | None = None, threads: int = 2) -> dict:
     classifier = Classifier(str(model_path), str(model_path.with_suffix(".json")), threads)
     classes = classifier.card["classes"]
-    samples = list_images(data, classes)
+    samples = ServedImages(data, classes, classifier.prep).samples
     best3, unreadable = predict_all(classifier, samples)
     result = report(best3, np.array([label for _, label in samples]), classes)
     result["unreadable"] = unreadable
@@ -106,7 +96,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100/valid"))
     parser.add_argument("--out", type=Path, default=Path("ml/reports/valid"))
     args = parser.parse_args()
-    result = evaluate(args.model, args.data, args.out)
+    try:
+        result = evaluate(args.model, args.data, args.out)
+    except ValueError as exc:  # e.g. a folder not named after a class: a message, not a traceback
+        raise SystemExit(str(exc)) from None
     print(f"top-1 {result['top1']:.2%}  top-3 {result['top3']:.2%}  on {result['images']} images -> {args.out}")
 
 

@@ -23,11 +23,11 @@ import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from common.preprocess import Preprocessing, preprocess
+from ml.data import MAX_PIXELS
 from ml.evaluate import evaluate
 from ml.model import WithSoftmax, build_model
 
 PARITY_TOLERANCE = 1e-4
-MAX_PIXELS = 100_000_000
 # The data set's own spellings stay the labels (stable keys); people read these instead.
 SPELLING = {"ampute football": "Amputee Football", "barell racing": "Barrel Racing",
             "canoe slamon": "Canoe Slalom", "bmx": "BMX", "nascar racing": "NASCAR Racing",

@@ -27,15 +27,18 @@ DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "
 class RedisServer:
     """A private redis-server on a free port; it can be stopped and started again (same data dir)."""
 
-    def __init__(self, directory: Path, appendonly: bool = False):
-        self.port, self.directory, self.appendonly = free_port(), directory, appendonly
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+    def __init__(self, directory: Path, appendonly: bool = False, password: str = ""):
+        self.port, self.directory, self.appendonly, self.password = free_port(), directory, appendonly, password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.process = None
 
     def start(self) -> "RedisServer":
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--save", "", "--appendonly", "yes" if self.appendonly else "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_for(self._pings, 10, f"redis-server on port {self.port}")
         return self

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import subprocess
 import uuid
 
 import pytest
@@ -21,24 +20,12 @@ PASSWORD = "correct-horse-battery-staple"
 @pytest.fixture
 def private_stack(settings, tmp_path):
     """Redis with a password, a worker and the app, all given the password in their URL."""
-    server = RedisServer(tmp_path / "redis")
-    server.url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
-    server.start = _with_password(server)
-    server.start()
+    server = RedisServer(tmp_path / "redis", password=PASSWORD).start()
     mine = dataclasses.replace(settings, redis_url=server.url)
     worker = Worker(mine, tmp_path / "worker.log").start()
     yield create_app(mine).test_client(), worker, mine
     worker.stop()
     server.stop()
-
-
-def _with_password(server: RedisServer):
-    def start():
-        server.process = subprocess.Popen(["redis-server", "--port", str(server.port), "--bind", "127.0.0.1",
-                                           "--save", "", "--requirepass", PASSWORD], stdout=subprocess.DEVNULL)
-        wait_for(server._pings, 10, "redis-server with a password")
-        return server
-    return start
 
 
 def submit(client, files) -> str:
