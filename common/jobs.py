@@ -5,11 +5,17 @@ image index (JSON: status, top3, error), `final` (how many images have a final s
 `finished_at`. Each accepted image's bytes wait under `job:<id>:image:<i>` until a worker is done
 with it. Everything expires `ttl` seconds after it was last written. When the last image becomes
 final, a message on `job:<id>:done` wakes the clients that long-poll.
+
+A job's chunks (the images one task classifies together) are recorded in the sorted set
+`jobs:undispatched` in the same transaction that creates the job, and leave it once they are on
+the queue. A web process that dies in between leaves them there; workers queue them after
+`dispatch_grace_s`, so no accepted image waits for nothing.
 """
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from redis import Redis
@@ -57,6 +63,17 @@ return final
 """
 
 
+UNDISPATCHED = "jobs:undispatched"  # member "<job id> <i,j,...>", score: when a worker may queue it
+
+# Takes the chunks whose time has come and pushes their time on by the grace (ARGV[2]) rather than
+# removing them: a worker that dies after claiming leaves them for another one.
+_CLAIM_UNDISPATCHED = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], member) end
+return due
+"""
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -70,11 +87,13 @@ def success(top3: list[dict]) -> dict:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, ttl_s: int):
+    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30):
         self.redis = redis
         self.ttl_s = ttl_s
+        self.dispatch_grace_s = dispatch_grace_s
         self._mark_running = redis.register_script(_MARK_RUNNING)
         self._finish = redis.register_script(_FINISH)
+        self._claim_undispatched = redis.register_script(_CLAIM_UNDISPATCHED)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -86,8 +105,10 @@ class JobStore:
     def channel(self, job_id: str) -> str:
         return f"{self.key(job_id)}:done"
 
-    def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict]) -> None:
-        """Stores a new job: `images` are to be classified, `failures` were refused on arrival."""
+    def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
+               chunks: Iterable[list[int]] = ()) -> None:
+        """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
+        `chunks` are recorded as not yet queued (see `dispatched`)."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
@@ -101,7 +122,26 @@ class JobStore:
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
+            due = time.time() + self.dispatch_grace_s
+            for chunk in chunks:
+                pipe.zadd(UNDISPATCHED, {_chunk_member(job_id, chunk): due})
             pipe.execute()
+
+    def dispatched(self, job_id: str, chunks: list[list[int]]) -> None:
+        """These chunks are on the queue (or failed for good): no worker needs to queue them."""
+        if chunks:
+            self.redis.zrem(UNDISPATCHED, *(_chunk_member(job_id, chunk) for chunk in chunks))
+
+    def claim_undispatched(self) -> list[tuple[str, list[int]]]:
+        """Chunks recorded more than `dispatch_grace_s` ago and still not queued; each goes to one
+        caller at a time, who queues it and calls `dispatched` (another gets it after the grace if
+        that caller dies first)."""
+        due = self._claim_undispatched(keys=[UNDISPATCHED], args=[time.time(), self.dispatch_grace_s])
+        claimed = []
+        for member in due:
+            job_id, indices = member.decode().split(" ")
+            claimed.append((job_id, [int(i) for i in indices.split(",")]))
+        return claimed
 
     def mark_running(self, job_id: str, indices: list[int]) -> int:
         """How many times this chunk has now been started (1 the first time); 0 if the job expired."""
@@ -158,3 +198,7 @@ class JobStore:
                 if pubsub.get_message(timeout=remaining) is not None:
                     job = self.get(job_id)
             return job
+
+
+def _chunk_member(job_id: str, chunk: list[int]) -> str:
+    return f"{job_id} {','.join(map(str, chunk))}"

@@ -29,6 +29,8 @@ class Settings:
     chunk_size: int = 16  # images per Celery task, run as one batched inference
     # A task taken by a worker that vanished (SIGKILL, lost host) is handed out again after this.
     visibility_timeout_s: int = 120
+    # Chunks of a job whose web process died before queueing them are queued by a worker after this.
+    dispatch_grace_s: int = 30
     task_time_limit_s: int = 60  # a chunk running longer is killed and retried (a few times at most)
     predict_timeout_s: float = 30.0  # how long POST /predict waits before answering 504
     cors_origins: str = ""  # comma-separated origins allowed to call the API; empty: same-origin only

@@ -25,12 +25,16 @@ DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "
 
 
 class RedisServer:
-    """A private redis-server on a free port; it can be stopped and started again (same data dir)."""
+    """A private redis-server on a free port; it can be stopped and started again (same data dir).
+    With `tls`, it speaks TLS only, with a self-signed certificate that its URL tells clients to verify."""
 
-    def __init__(self, directory: Path, appendonly: bool = False, password: str = ""):
+    def __init__(self, directory: Path, appendonly: bool = False, password: str = "", tls: bool = False):
         self.port, self.directory, self.appendonly, self.password = free_port(), directory, appendonly, password
+        self.tls = tls
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        if tls:
+            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={directory / 'cert.pem'}"
         self.process = None
 
     def start(self) -> "RedisServer":
@@ -39,9 +43,20 @@ class RedisServer:
                 "--dir", str(self.directory), "--save", "", "--appendonly", "yes" if self.appendonly else "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args += self._tls_args()
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_for(self._pings, 10, f"redis-server on port {self.port}")
         return self
+
+    def _tls_args(self) -> list[str]:
+        cert, key = self.directory / "cert.pem", self.directory / "key.pem"
+        if not cert.exists():
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                           check=True, capture_output=True)
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
 
     def _pings(self) -> bool:
         try:

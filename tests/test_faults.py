@@ -5,27 +5,30 @@ from __future__ import annotations
 import dataclasses
 import io
 import signal
+import uuid
 
 import pytest
 from redis import Redis
 
 from common import workers
+from common.jobs import UNDISPATCHED, JobStore
 from conftest import RedisServer, Worker, valid_images, wait_for
 from webapp import create_app
 
-# Short, so a task held by a SIGKILLed worker is handed out again within seconds, not minutes.
-FAST_REDELIVERY = {"VISIBILITY_TIMEOUT_S": "4"}
+# Short, so a task held by a SIGKILLed worker, or a chunk a dead web process did not queue, is
+# handed out within seconds, not minutes.
+FAST_REDELIVERY = {"VISIBILITY_TIMEOUT_S": "4", "DISPATCH_GRACE_S": "1"}
 
 
 @pytest.fixture
 def stack(settings, tmp_path):
     """A private Redis with persistence on, plus helpers to run workers and web apps against it."""
     redis = RedisServer(tmp_path / "redis", appendonly=True).start()
-    mine = dataclasses.replace(settings, redis_url=redis.url, visibility_timeout_s=4)
+    mine = dataclasses.replace(settings, redis_url=redis.url, visibility_timeout_s=4, dispatch_grace_s=1)
     started = []
 
     class Stack:
-        server, settings = redis, mine
+        server, settings, workers = redis, mine, started
 
         @staticmethod
         def worker(wait_ready=True, **env) -> Worker:
@@ -84,6 +87,23 @@ def test_redis_and_web_restart_lose_nothing(stack):
     stack.server.start()  # same port and data directory: the append-only file is replayed
     stack.worker()
     assert_completes(stack.client(), status_url, 3)
+
+
+def test_web_dying_before_it_queues_a_job_loses_nothing(stack):
+    """What a web process leaves if it dies between recording a job and queueing its chunks: the
+    job and its chunks recorded, no task sent. A worker queues them once the grace has passed."""
+    store = JobStore(Redis.from_url(stack.settings.redis_url), ttl_s=600, dispatch_grace_s=1)
+    images = {i: path.read_bytes() for i, (path, _) in enumerate(valid_images(20))}
+    orphan = str(uuid.uuid4())
+    store.create(orphan, [f"{i}.jpg" for i in images], images, {}, chunks=[list(range(16)), [16, 17, 18, 19]])
+    client = stack.client()
+    submitted = submit(client, 2)  # a web process that lives records and queues as usual
+    stack.worker()
+    assert_completes(client, f"/api/v1/jobs/{orphan}", 20)
+    assert_completes(client, submitted, 2)
+    assert store.redis.zcard(UNDISPATCHED) == 0
+    logs = "".join(w.log.read_text() for w in stack.workers)
+    assert logs.count("which the web process that accepted them did not") == 2  # the orphan's chunks only
 
 
 def test_worker_without_its_model_says_so_and_jobs_wait(stack, tmp_path):

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.jobs import JobStore, failure, success
+from common.jobs import UNDISPATCHED, JobStore, failure, success
 
 TOP3 = [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3
 MODEL = {"name": "m", "version": "1"}
@@ -66,3 +66,19 @@ def test_wait_returns_the_job_as_it_stands_on_timeout(store):
     job_id = new_job(store, total=1)
     assert store.wait(job_id, timeout_s=0.2)["status"] == "queued"
     assert store.wait(str(uuid.uuid4()), timeout_s=0.2) is None
+
+
+def test_undispatched_chunks_are_claimed_once_due_and_again_if_the_claimer_dies(redis_server):
+    # Database 1: the session's worker sweeps database 0 and would take these chunks itself.
+    store = JobStore(Redis.from_url(redis_server.url.replace("/0", "/1")), ttl_s=60, dispatch_grace_s=0.5)
+    job_id = str(uuid.uuid4())
+    store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"], {i: b"bytes" for i in range(3)}, {}, chunks=[[0, 1], [2]])
+    assert store.claim_undispatched() == []  # the web process may still be queueing them
+    time.sleep(0.6)
+    assert sorted(store.claim_undispatched()) == [(job_id, [0, 1]), (job_id, [2])]
+    assert store.claim_undispatched() == []  # claimed: no second worker queues them meanwhile
+    store.dispatched(job_id, [[2]])
+    time.sleep(0.6)  # the first claimer died before queueing [0, 1]: it comes round again
+    assert store.claim_undispatched() == [(job_id, [0, 1])]
+    store.dispatched(job_id, [[0, 1]])
+    assert store.redis.zcard(UNDISPATCHED) == 0

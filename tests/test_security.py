@@ -1,5 +1,5 @@
-"""Security promises with the real stack: JSON-only messages, a password-protected Redis whose
-password never reaches the logs, uploaded file names that stay names."""
+"""Security promises with the real stack: JSON-only messages, a password-protected Redis (plain or
+over TLS) whose password never reaches the logs, uploaded file names that stay names."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,10 +17,10 @@ from webapp import create_app
 PASSWORD = "correct-horse-battery-staple"
 
 
-@pytest.fixture
-def private_stack(settings, tmp_path):
-    """Redis with a password, a worker and the app, all given the password in their URL."""
-    server = RedisServer(tmp_path / "redis", password=PASSWORD).start()
+@pytest.fixture(params=["redis", "rediss"])
+def private_stack(request, settings, tmp_path):
+    """Redis with a password (and TLS for rediss://), a worker and the app, all given its URL."""
+    server = RedisServer(tmp_path / "redis", password=PASSWORD, tls=request.param == "rediss").start()
     mine = dataclasses.replace(settings, redis_url=server.url)
     worker = Worker(mine, tmp_path / "worker.log").start()
     yield create_app(mine).test_client(), worker, mine

@@ -65,18 +65,22 @@ def safe_filename(name: str | None, index: int) -> str:
 
 def submit(job: NewJob) -> None:
     """Records the job, then queues its images in chunks that each run as one batched inference.
-    If the broker fails part-way, the chunks not queued fail visibly and the client gets a 503."""
+    If this process dies in between, workers queue the chunks (see common/jobs.py). If the broker
+    fails part-way, the chunks not queued fail visibly and the client gets a 503."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
-    jobs.create(job.job_id, job.filenames, job.images, job.failures)
     indices = sorted(job.images)
     chunks = [indices[i:i + settings.chunk_size] for i in range(0, len(indices), settings.chunk_size)]
-    for n, chunk in enumerate(chunks):
-        try:
-            current_app.extensions["celery"].send_task(CLASSIFY_TASK, args=[job.job_id, chunk])
-        except OperationalError:
-            unsent = [i for c in chunks[n:] for i in c]
-            message = "the queue was unreachable; send this image again"
-            model = model_identity(current_app.extensions["model_card"])
-            jobs.finish(job.job_id, {i: failure("not_queued", message) for i in unsent}, model)
-            abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
-                  extra_data={"code": "unavailable"})
+    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
+    try:
+        for n, chunk in enumerate(chunks):
+            try:
+                current_app.extensions["celery"].send_task(CLASSIFY_TASK, args=[job.job_id, chunk])
+            except OperationalError:
+                unsent = [i for c in chunks[n:] for i in c]
+                message = "the queue was unreachable; send this image again"
+                model = model_identity(current_app.extensions["model_card"])
+                jobs.finish(job.job_id, {i: failure("not_queued", message) for i in unsent}, model)
+                abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
+                      extra_data={"code": "unavailable"})
+    finally:
+        jobs.dispatched(job.job_id, chunks)
