@@ -79,7 +79,8 @@ def decode_rgb(data: bytes, size: int, max_pixels: int) -> Image.Image:
         # draft() keeps at least the requested size, so quality at `size` is unaffected.
         image.draft("RGB", (size * 2, size * 2))
         image.seek(0)  # first frame of a GIF or other animation
-        image = ImageOps.exif_transpose(image)
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright photo
         return _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageError("corrupt_image", f"the image could not be decoded ({exc})") from None
@@ -95,7 +96,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def center_crop_aspect(image: Image.Image, max_aspect: float) -> Image.Image:
@@ -114,10 +115,16 @@ def center_crop_aspect(image: Image.Image, max_aspect: float) -> Image.Image:
 
 def to_array(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     """RGB image -> normalized float32 CHW array of shape (3, size, size)."""
-    square = center_crop_aspect(image, prep.max_aspect).resize((prep.size, prep.size), RESAMPLING[prep.resample])
-    pixels = np.asarray(square, dtype=np.float32) / 255.0
-    pixels = (pixels - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    square = center_crop_aspect(image, prep.max_aspect)
+    if square.size != (prep.size, prep.size):
+        square = square.resize((prep.size, prep.size), RESAMPLING[prep.resample])
+    # (x / 255 - mean) / std as one multiply-add, on the CHW copy (one pass instead of four).
+    scale = 1 / (255 * np.asarray(prep.std, np.float32))
+    offset = -np.asarray(prep.mean, np.float32) / np.asarray(prep.std, np.float32)
+    pixels = np.asarray(square).transpose(2, 0, 1).astype(np.float32)
+    pixels *= scale[:, None, None]
+    pixels += offset[:, None, None]
+    return pixels
 
 
 def preprocess(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
