@@ -56,18 +56,19 @@ def decode_ms(data: bytes, classifier: Classifier, repeats: int) -> float:
     return statistics.median(times)
 
 
-def measure_ceiling(models: dict[str, str], photos: list[Photo], total: int,
+def measure_ceiling(models: list[str], photos: list[Photo], total: int,
                     large: bytes, repeats: int) -> dict:
     """images/s for each model at batch 1 (one image per request) and batch 16 (one job chunk),
     and the cost of preprocessing one large JPEG and one photo of the set."""
     rows = []
-    for precision, path in models.items():
+    for path in models:
         classifier = load_classifier(path)
+        precision = classifier.card["precision"]
         for batch in (1, 16):
             rate = images_per_second(classifier, photos, batch, total)
             rows.append({"precision": precision, "model": Path(path).name, "batch": batch, "images_per_s": rate})
             print(f"  ceiling {precision} batch {batch}: {rate:.1f} images/s", flush=True)
-    classifier = load_classifier(next(iter(models.values())))
+    classifier = load_classifier(models[0])
     preprocess_ms = {"large_4000x3000": decode_ms(large, classifier, repeats),
                      "photo_224x224": decode_ms(photos[0].data, classifier, repeats * 10)}
     return {"threads": default_threads(1), "rows": rows, "preprocess_ms": preprocess_ms}

@@ -88,7 +88,7 @@ def header(results: dict) -> str:
         f"## Benchmark{' (quick: smoke test, numbers not meaningful)' if s['quick'] else ''}",
         "",
         f"- machine: {m['cpu_count']} cores ({m['platform']}), load average at start {m['loadavg']}",
-        f"- model: `{s['model']}`; INT8: `{s['int8_model'] or 'not found, skipped'}`",
+        f"- served model (baseline and service): `{Path(s['model']).name}`",
         f"- {s['images_per_phase']} images per phase from the valid split; total run {results['duration_s']:.0f} s",
         f"- failures, all phases: {results['failures']}"])
 

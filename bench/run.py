@@ -48,15 +48,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     model = Settings.from_env().model_path  # MODEL_PATH if set, else the shipped model
     parser = argparse.ArgumentParser(prog="python -m bench.run",
                                      description="The ceiling, the baseline and the service, on the same photos.")
-    parser.add_argument("--model", default=model, help="FP32 ONNX model, its card beside it (default: %(default)s)")
-    parser.add_argument("--int8-model", help="INT8 twin (default: <model>-int8.onnx beside it; skipped if absent)")
+    parser.add_argument("--model", default=model, help="the served model (baseline and service), its card beside "
+                        "it; the ceiling measures every model in its folder (default: %(default)s)")
     parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES") or 1),
                         help="pool processes of the worker in phase 3; 0: one per core "
                              "(default: $WORKER_PROCESSES or 1)")
     parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
     args = parser.parse_args(argv)
     args.worker_processes = args.worker_processes or os.cpu_count() or 1  # 0: one per core, as in production
-    args.int8_model = args.int8_model or str(Path(args.model).with_name(Path(args.model).stem + "-int8.onnx"))
     if not Path(args.model).is_file():
         parser.error(f"no model at {args.model}: run `make export`, or pass --model or set MODEL_PATH")
     return args
@@ -69,23 +68,23 @@ def machine_info() -> dict:
             "loadavg": load}
 
 
-def ratios(ceiling: dict, baseline: dict, service: list[dict]) -> dict:
+def ratios(ceiling: dict, baseline: dict, service: list[dict], model: str) -> dict:
     """The service's 16-image jobs under 16 clients, against the best the machine can do with
-    the same model and batch size, and against the old design."""
+    the same model and batch size, and against the old design (which serves the same model)."""
     def service_rate(size):
         return next(s["images_per_s"] for s in service if s["job_size"] == size and s["clients"] == 16)
     def ceiling_rate(batch):
-        return next(r["images_per_s"] for r in ceiling["rows"] if r["precision"] == "fp32" and r["batch"] == batch)
-    return {"service (16-image jobs, 16 clients) / ceiling (FP32, batch 16)": service_rate(16) / ceiling_rate(16),
+        return next(r["images_per_s"] for r in ceiling["rows"] if r["model"] == Path(model).name and r["batch"] == batch)
+    return {"service (16-image jobs, 16 clients) / ceiling (same model, batch 16)": service_rate(16) / ceiling_rate(16),
             "service (16-image jobs, 16 clients) / baseline (4 clients)": service_rate(16) / baseline["images_per_s"],
             "service (1-image jobs, 16 clients) / baseline (4 clients)": service_rate(1) / baseline["images_per_s"],
-            "baseline / ceiling (FP32, batch 1)": baseline["images_per_s"] / ceiling_rate(1)}
+            "baseline / ceiling (same model, batch 1)": baseline["images_per_s"] / ceiling_rate(1)}
 
 
 def measure(args: argparse.Namespace, plan: Plan, logs: Path) -> dict:
     photos = load_photos(plan.images_per_phase)
-    models = {"fp32": args.model} | ({"int8": args.int8_model} if Path(args.int8_model).is_file() else {})
-    print(f"ceiling ({', '.join(models)})", flush=True)
+    models = sorted(str(path) for path in Path(args.model).parent.glob("*.onnx"))
+    print(f"ceiling ({', '.join(Path(m).name for m in models)})", flush=True)
     large = large_jpeg(photos[0])
     results = {"ceiling": measure_ceiling(models, photos, plan.images_per_phase, large, plan.decode_repeats)}
     with PeakRss() as memory:
@@ -94,7 +93,6 @@ def measure(args: argparse.Namespace, plan: Plan, logs: Path) -> dict:
         print(f"service (logs in {logs})", flush=True)
         results["service"], results["scaling"] = run_service(args.model, photos, plan, logs, memory,
                                                              args.worker_processes)
-    results["int8_model"] = models.get("int8")
     return results
 
 
@@ -107,8 +105,8 @@ def fresh_log_dir() -> Path:
     return logs
 
 
-def settings(args: argparse.Namespace, plan: Plan, int8_model: str | None) -> dict:
-    return {"quick": args.quick, "model": args.model, "int8_model": int8_model,
+def settings(args: argparse.Namespace, plan: Plan) -> dict:
+    return {"quick": args.quick, "model": args.model,
             "images_per_phase": plan.images_per_phase, "scaling_mode": SCALING_MODE, "plan": asdict(plan)}
 
 
@@ -123,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_all()
     loads = [measured["baseline"], *measured["service"], *measured["scaling"]]
-    results = {"machine": machine, "settings": settings(args, plan, measured.pop("int8_model")),
+    results = {"machine": machine, "settings": settings(args, plan),
                "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),
-               "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"])} | measured
+               "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"], args.model)} | measured
     print("\n" + report.write(results))
     return 1 if results["failures"] else 0
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from common.model_card import load_card
-from common.settings import REPO
+from common.settings import REPO, Settings
 from conftest import DATA
 from ml import export
 from ml.data import read_classes
@@ -51,6 +52,11 @@ def test_export_matches_pytorch_and_writes_card(checkpoint, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch axis
     assert session.run(None, {"images": inputs[:3]})[0].shape == (3, 100)
+
+
+def test_the_service_loads_the_model_the_export_rule_chooses():
+    fp32, int8 = (load_card(REPO / "models" / name) for name in ("sports100-lite0.json", "sports100-lite0-int8.json"))
+    assert Path(Settings().model_path).name == export.serving_choice(fp32, int8)
 
 
 @pytest.mark.parametrize("model", SHIPPED, ids=lambda p: p.name)
