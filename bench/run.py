@@ -50,9 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description="The ceiling, the baseline and the service, on the same photos.")
     parser.add_argument("--model", default=model, help="the served model (baseline and service), its card beside "
                         "it; the ceiling measures every model in its folder (default: %(default)s)")
-    parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES") or 1),
-                        help="pool processes of the worker in phase 3; 0: one per core "
-                             "(default: $WORKER_PROCESSES or 1)")
+    parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES") or 0),
+                        help="pool processes of the worker in phase 3; 0: one per core, as in production "
+                             "(default: $WORKER_PROCESSES or 0)")
     parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
     args = parser.parse_args(argv)
     args.worker_processes = args.worker_processes or os.cpu_count() or 1  # 0: one per core, as in production
