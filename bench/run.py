@@ -54,6 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="pool processes of the worker in phase 3; 0: one per core, as in production "
                              "(default: $WORKER_PROCESSES or 0)")
     parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
+    parser.add_argument("--out", type=Path, default=report.HERE, help="where RESULTS.md and results.json go (default: bench/)")
     args = parser.parse_args(argv)
     args.worker_processes = args.worker_processes or os.cpu_count() or 1  # 0: one per core, as in production
     if not Path(args.model).is_file():
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"machine": machine, "settings": settings(args, plan),
                "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),
                "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"], args.model)} | measured
-    print("\n" + report.write(results))
+    print("\n" + report.write(results, args.out))
     return 1 if results["failures"] else 0
 
 

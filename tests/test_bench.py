@@ -1,0 +1,25 @@
+"""`make bench` end to end in its quick mode: every phase runs on the real stack, no request
+fails, and the report carries the figures the README quotes. Its numbers are not checked: speed
+is the benchmark's business, not the tests'."""
+from __future__ import annotations
+
+import json
+import signal
+
+from bench.run import main
+
+
+def test_quick_bench_runs_every_phase_without_failures(tmp_path):
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert main(["--quick", "--out", str(tmp_path)]) == 0
+    finally:  # the bench installs its own Ctrl-C handling; pytest keeps its own
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["failures"] == 0
+    assert {(r["precision"], r["batch"]) for r in results["ceiling"]["rows"]} == {("fp32", 1), ("fp32", 16), ("int8", 1), ("int8", 16)}
+    assert {(s["job_size"], s["clients"]) for s in results["service"]} == {(1, 1), (1, 4), (1, 16), (16, 1), (16, 4), (16, 16)}
+    assert [s["worker_processes"] for s in results["scaling"]] == [1, 2, 3]
+    assert all(value > 0 for value in results["ratios"].values())
+    assert "### Ratios" in (tmp_path / "RESULTS.md").read_text()
