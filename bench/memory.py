@@ -3,7 +3,8 @@ the peak, reached under load, is what sizes a machine, so a reading taken at the
 
 A tree's figure is the sum of its processes' RSS (parent plus all children, e.g. gunicorn's
 workers or Celery's pool); pages that forked processes share are counted once per process, so it
-errs high, the safe side for sizing."""
+errs high, the safe side for sizing. The largest single process is kept too (`<name> process`):
+that is what a per-process memory budget is about."""
 from __future__ import annotations
 
 import threading
@@ -13,20 +14,20 @@ import psutil
 MB = 1024 * 1024
 
 
-def tree_rss(pid: int) -> int:
-    """Bytes resident in `pid` and all its descendants; 0 once the process is gone."""
+def tree_rss(pid: int) -> list[int]:
+    """Bytes resident in `pid` and in each of its descendants; empty once the process is gone."""
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return []
+    sizes = []
     for process in processes:
         try:
-            total += process.memory_info().rss
+            sizes.append(process.memory_info().rss)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass  # a child that exited between listing and reading
-    return total
+    return sizes
 
 
 class PeakRss:
@@ -52,7 +53,7 @@ class PeakRss:
         """Starts (or, after a restart, re-points) sampling the tree of `pid` under `name`."""
         with self._lock:
             self._pids[name] = pid
-            self._peaks[name] = 0
+            self._peaks[name] = self._peaks[f"{name} process"] = 0
 
     def take(self) -> dict[str, float]:
         """The peaks in MB since the last call, then a fresh start: one call per phase."""
@@ -66,6 +67,7 @@ class PeakRss:
         with self._lock:
             self._pids.pop(name, None)
             self._peaks.pop(name, None)
+            self._peaks.pop(f"{name} process", None)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -74,8 +76,9 @@ class PeakRss:
     def _sample(self) -> None:
         with self._lock:
             pids = dict(self._pids)
-        sizes = {name: tree_rss(pid) for name, pid in pids.items()}
+        trees = {name: tree_rss(pid) for name, pid in pids.items()}
         with self._lock:
-            for name, size in sizes.items():
+            for name, sizes in trees.items():
                 if name in self._peaks:
-                    self._peaks[name] = max(self._peaks[name], size)
+                    self._peaks[name] = max(self._peaks[name], sum(sizes))
+                    self._peaks[f"{name} process"] = max(self._peaks.get(f"{name} process", 0), max(sizes, default=0))

@@ -45,26 +45,32 @@ def ceiling_section(ceiling: dict) -> str:
                ["224x224 photo (valid split)", num(prep["photo_224x224"], 2)]])])
 
 
-def _load_row(setup: str, size: int, s: dict, web: float | None, worker: float | None) -> list[str]:
+def _load_row(setup: str, size: int, s: dict, web: str | None, worker: str | None) -> list[str]:
     return [setup, str(size), str(s["clients"]), str(s["requests"]), str(s["failures"]), num(s["images_per_s"]),
-            *(num(s[k], 0) for k in LATENCY), num(web, 0), num(worker, 0)]
+            *(num(s[k], 0) for k in LATENCY), web or "-", worker or "-"]
+
+
+def rss(phase: dict, name: str) -> str:
+    """'tree / largest process' peak MB."""
+    peaks = phase["peak_rss_mb"]
+    return f"{num(peaks[name], 0)} / {num(peaks[f'{name} process'], 0)}"
 
 
 def load_section(baseline: dict, service: list[dict]) -> str:
     headers = ["setup", "images/request", "clients", "requests", "failures", "images/s",
                "p50 ms", "p95 ms", "p99 ms", "web RSS MB", "worker RSS MB"]
-    rows = [_load_row("baseline: 1 sync Flask process", 1, baseline, baseline["peak_rss_mb"].get("baseline"), None)]
+    rows = [_load_row("baseline: 1 sync Flask process", 1, baseline, rss(baseline, "baseline"), None)]
     rows += [_load_row(f"service, {s['worker_processes']} worker process(es)", s["job_size"], s,
-                       s["peak_rss_mb"].get("web"), s["peak_rss_mb"].get("worker")) for s in service]
+                       rss(s, "web"), rss(s, "worker")) for s in service]
     note = ("Latency: baseline per request; service per job, submit to done (long poll). "
-            "RSS: peak during the phase, summed over the process tree.")
+            "RSS: peak during the phase, summed over the process tree / of its largest process.")
     return "\n\n".join(["### Throughput and latency (same photos)", table(headers, rows), note])
 
 
 def scaling_section(scaling: list[dict], mode: str) -> str:
     headers = ["worker processes", "images/s", "p50 ms", "p95 ms", "p99 ms", "failures", "worker RSS MB"]
     rows = [[str(s["worker_processes"]), num(s["images_per_s"]), *(num(s[k], 0) for k in LATENCY),
-             str(s["failures"]), num(s["peak_rss_mb"].get("worker"), 0)] for s in scaling]
+             str(s["failures"]), rss(s, "worker")] for s in scaling]
     return "\n\n".join([f"### Scaling: 16-image jobs, 16 clients ({mode})", table(headers, rows)])
 
 
@@ -104,7 +110,8 @@ def render(results: dict) -> str:
 
 
 def write(results: dict, directory: Path = HERE) -> str:
-    """Writes RESULTS.md and results.json beside this file; returns the markdown."""
+    """Writes RESULTS.md and results.json (beside this file unless told otherwise); returns the markdown."""
+    directory.mkdir(parents=True, exist_ok=True)
     text = render(results)
     (directory / "RESULTS.md").write_text(text)
     (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
