@@ -3,7 +3,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 DATA ?= ../shared/data/sports100
-MODEL ?= models/sports100-lite0.onnx
 
 .PHONY: run test train export evaluate eda bench chromium clean
 
@@ -36,7 +35,7 @@ export: $(VENV)/.dev
 	$(PY) -m ml.export --data $(DATA) $(ARGS)
 
 evaluate: $(VENV)/.dev
-	$(PY) -m ml.evaluate --model $(MODEL) --data $(DATA)/valid $(ARGS)
+	$(PY) -m ml.evaluate --data $(DATA)/valid $(ARGS)
 
 eda: $(VENV)/.dev
 	$(PY) -m ml.eda --data $(DATA) $(ARGS)

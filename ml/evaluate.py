@@ -1,7 +1,7 @@
 """Evaluates an exported ONNX model on any folder-per-class image tree, through the worker's own
 code (its preprocessing and its ONNX Runtime session), so the figures are what the service gives.
 
-    python -m ml.evaluate --model models/sports100-lite0.onnx --data ../shared/data/sports100/valid --out ml/reports/valid
+    python -m ml.evaluate --model models/sports100-lite0-int8.onnx --data ../shared/data/sports100/valid --out ml/reports/valid
 
 Writes report.json (top-1, top-3, per-class precision/recall/F1, most confused pairs),
 summary.md and confusion.png.
@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.preprocess import ImageError, preprocess
+from common.settings import Settings
 from ml.data import MAX_PIXELS, ServedImages
 from ml.plots import plot_confusion
 from worker.inference import Classifier
@@ -92,7 +93,7 @@ def evaluate(model_path: Path, data: Path, out: Path | None = None, threads: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("models/sports100-lite0.onnx"))
+    parser.add_argument("--model", type=Path, default=Path(Settings.from_env().model_path), help="default: the served model")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100/valid"))
     parser.add_argument("--out", type=Path, default=Path("ml/reports/valid"))
     args = parser.parse_args()
