@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.breakdown import latency_breakdown
 from bench.client import run_load, predict, submit_and_wait
 from bench.images import Photo, batches
 from bench.memory import PeakRss
@@ -52,18 +53,21 @@ def service_phase(stack: ServiceStack, memory: PeakRss, photos: list[Photo], siz
 
 
 def run_service(model: str, photos: list[Photo], plan, logs: Path, memory: PeakRss,
-                worker_processes: int) -> tuple[list[dict], list[dict]]:
-    """Phase 3 with `worker_processes`, then phase 4 restarting the worker for each count."""
+                worker_processes: int) -> tuple[list[dict], dict, list[dict]]:
+    """Phase 3 with `worker_processes` (and the 1-image latency breakdown), then phase 4
+    restarting the worker for each count."""
     with ServiceStack(model, logs, worker_processes) as stack:
         memory.watch("web", stack.web.pid)
         memory.watch("worker", stack.worker.pid)
         warm_up(submit_and_wait(stack.url), photos, worker_processes)
         service = [service_phase(stack, memory, photos, size, clients, plan)
                    for size in plan.job_sizes for clients in plan.clients]
+        breakdown = latency_breakdown(stack.url, photos, plan.breakdown_jobs, logs / "worker.log")
+        print("  1-image job, median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in breakdown["median_ms"].items()), flush=True)
         scaling = []
         for processes in plan.worker_counts:
             stack.start_worker(processes)
             memory.watch("worker", stack.worker.pid)
             warm_up(submit_and_wait(stack.url), photos, processes)
             scaling.append(service_phase(stack, memory, photos, SCALING_JOB_SIZE, SCALING_CLIENTS, plan))
-    return service, scaling
+    return service, breakdown, scaling

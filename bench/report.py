@@ -74,6 +74,15 @@ def scaling_section(scaling: list[dict], mode: str) -> str:
     return "\n\n".join([f"### Scaling: 16-image jobs, 16 clients ({mode})", table(headers, rows)])
 
 
+def breakdown_section(breakdown: dict) -> str:
+    rows = [[stage, num(ms, 1)] for stage, ms in breakdown["median_ms"].items()]
+    note = ("Sequential jobs on an otherwise idle service, split at the job record's created_at and "
+            "finished_at; the gap between the task's run and 'job stored -> result written' is the "
+            "queue hand-off (send_task, Redis, Celery's consumer to its pool process).")
+    return "\n\n".join([f"### Where a 1-image job's time goes ({breakdown['jobs']} jobs, one at a time)",
+                         table(["stage", "median ms"], rows), note])
+
+
 def ratios_section(ratios: dict) -> str:
     rows = [[name, f"{value:.2f}x" if value is not None else "-"] for name, value in ratios.items()]
     return "\n\n".join(["### Ratios", table(["comparison", "ratio"], rows)])
@@ -101,7 +110,7 @@ def header(results: dict) -> str:
 
 def render(results: dict) -> str:
     sections = [header(results), ceiling_section(results["ceiling"]),
-                load_section(results["baseline"], results["service"]),
+                load_section(results["baseline"], results["service"]), breakdown_section(results["breakdown"]),
                 scaling_section(results["scaling"], results["settings"]["scaling_mode"]),
                 ratios_section(results["ratios"])]
     if results["failures"]:

@@ -1,7 +1,8 @@
 """`make bench`: one run that measures, on the same photos,
 1. the ceiling: decode + preprocess + inference in one process (bench.ceiling);
 2. the baseline: the original one-process synchronous design under 4 clients (bench.baseline);
-3. our service end to end: 1- and 16-image jobs under 1, 4 and 16 clients;
+3. our service end to end: 1- and 16-image jobs under 1, 4 and 16 clients, and where a lone
+   1-image job's time goes (bench.breakdown);
 4. scaling: 16-image jobs under 16 clients with 1, 2 and 3 worker processes.
 It prints the tables and writes them to bench/RESULTS.md, and everything to bench/results.json.
 A fixed number of images per phase (not a duration) bounds the run; the exit status is 1 if any
@@ -37,11 +38,12 @@ class Plan:
     job_sizes: tuple[int, ...] = (1, 16)
     worker_counts: tuple[int, ...] = (1, 2, 3)
     baseline_clients: int = 4
+    breakdown_jobs: int = 200
 
 
 # 256 = 16 clients x one 16-image job each: the largest phase still keeps every client busy.
 FULL = Plan(images_per_phase=256, decode_repeats=15)
-QUICK = Plan(images_per_phase=32, decode_repeats=3)
+QUICK = Plan(images_per_phase=32, decode_repeats=3, breakdown_jobs=10)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -92,8 +94,8 @@ def measure(args: argparse.Namespace, plan: Plan, logs: Path) -> dict:
         print("baseline", flush=True)
         results["baseline"] = run_baseline(args.model, photos, plan, logs, memory)
         print(f"service (logs in {logs})", flush=True)
-        results["service"], results["scaling"] = run_service(args.model, photos, plan, logs, memory,
-                                                             args.worker_processes)
+        results["service"], results["breakdown"], results["scaling"] = run_service(
+            args.model, photos, plan, logs, memory, args.worker_processes)
     return results
 
 
