@@ -54,7 +54,7 @@ class Config:
     frozen_blocks: int = 5
     ema_decay: float = 0.998  # per step: the average spans the last ~500 steps (~2.5 epochs)
     amp: bool = True  # bfloat16 autocast
-    patience: int = 3  # early stopping: epochs without a better valid top-1
+    patience: int = 5  # early stopping: epochs without a better valid top-1 (the cosine tail needs room)
     seed: int = 0
     workers: int = 1
     threads: int = 2
