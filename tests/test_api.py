@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import valid_images
+from samples import BAD, ODD_BUT_VALID, bomb
 
 
 def upload(client, files: list[tuple[bytes, str]], url: str = "/api/v1/jobs", field: str = "file"):
@@ -107,6 +108,24 @@ def test_png_upload_is_classified(client):
     Image.open(io.BytesIO(content)).save(png, "PNG")
     job = wait_done(client, upload(client, [(png.getvalue(), "photo.png")]).get_json()["status_url"])
     assert job["results"][0]["status"] == "done"
+
+
+def test_every_odd_image_is_classified_and_every_bad_one_fails_alone(client):
+    """The unit tests' samples, all in one job through the real worker: odd formats come back
+    classified, each bad file fails with its reason, and the worker lives on."""
+    (content, name, _), = photos(1)
+    odd = [(make(), f"{kind}.img") for kind, make in ODD_BUT_VALID.items()]
+    bad = {f"{kind}.jpg": (data, code) for kind, (data, code) in BAD.items()}
+    bad |= {"bomb.png": (bomb(), "image_too_large"), "cut.jpg": (content[: len(content) // 3], "corrupt_image")}
+    files = odd + [(data, kind) for kind, (data, _) in bad.items()]
+    job = wait_done(client, upload(client, files).get_json()["status_url"])
+    assert job["progress"] == {"done": len(odd), "failed": len(bad), "total": len(files)}
+    for result in job["results"][: len(odd)]:
+        assert result["status"] == "done" and len(result["top3"]) == 3, result
+    for result, (_, code) in zip(job["results"][len(odd):], bad.values()):
+        assert result["status"] == "failed" and result["error"]["code"] == code and result["error"]["message"], result
+    after = wait_done(client, upload(client, [(content, name)]).get_json()["status_url"])
+    assert after["results"][0]["status"] == "done"
 
 
 @pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", "1%20OR%201=1"])

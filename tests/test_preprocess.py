@@ -1,45 +1,16 @@
 """Decoding and preprocessing of odd, bad and hostile images: plain functions, no broker needed."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from common.preprocess import ImageError, Preprocessing, center_crop_aspect, decode_rgb, preprocess
+from samples import BAD, ODD_BUT_VALID, bomb, encode, exif_rotated, gradient
 
 PREP = Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 MAX_PIXELS = 64_000_000
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def gradient(width: int = 320, height: int = 240, mode: str = "RGB") -> Image.Image:
-    x = np.linspace(0, 255, width, dtype=np.uint8)[None, :].repeat(height, 0)
-    rgb = np.stack([x, x[:, ::-1], np.full_like(x, 90)], axis=2)
-    return Image.fromarray(rgb).convert(mode)
-
-
-ODD_BUT_VALID = {
-    "greyscale jpeg": lambda: encode(gradient(mode="L"), "JPEG"),
-    "cmyk jpeg": lambda: encode(gradient(mode="CMYK"), "JPEG"),
-    "16-bit png": lambda: encode(Image.fromarray((np.arange(240 * 320).reshape(240, 320) % 65535).astype(np.uint16)), "PNG"),
-    "palette png": lambda: encode(gradient().convert("P"), "PNG"),
-    "transparent png": lambda: encode(gradient(mode="RGBA"), "PNG"),
-    "gif": lambda: encode(gradient().convert("P"), "GIF"),
-    "webp": lambda: encode(gradient(), "WEBP"),
-    "bmp": lambda: encode(gradient(), "BMP"),
-    "tiny 1x1": lambda: encode(Image.new("RGB", (1, 1), "red"), "PNG"),
-    "panorama 4000x300": lambda: encode(gradient(4000, 300), "JPEG"),
-    "tall 200x3000": lambda: encode(gradient(200, 3000), "PNG"),
-    "photo 4000x3000": lambda: encode(gradient(4000, 3000), "JPEG", quality=90),
-}
 
 
 @pytest.mark.parametrize("make", ODD_BUT_VALID.values(), ids=ODD_BUT_VALID.keys())
@@ -61,10 +32,7 @@ def test_sixteen_bit_keeps_its_range():
 
 
 def test_exif_orientation_is_applied():
-    wide = gradient(300, 100)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    decoded = decode_rgb(encode(wide, "JPEG", exif=exif), 224, MAX_PIXELS)
+    decoded = decode_rgb(exif_rotated(gradient(300, 100)), 224, MAX_PIXELS)
     assert decoded.size == (100, 300)
 
 
@@ -77,15 +45,6 @@ def test_aspect_is_limited_to_four_thirds():
     assert center_crop_aspect(Image.new("RGB", (1600, 900)), 4 / 3).size == (1200, 900)
     assert center_crop_aspect(Image.new("RGB", (900, 1600)), 4 / 3).size == (900, 1200)
     assert center_crop_aspect(Image.new("RGB", (640, 480)), 4 / 3).size == (640, 480)
-
-
-BAD = {
-    "empty": (b"", "empty_file"),
-    "text named .jpg": (b"hello, this is text", "not_an_image"),
-    "pdf": (b"%PDF-1.4\n1 0 obj<<>>endobj\n", "not_an_image"),
-    "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8)), "not_an_image"),
-    "eps (a format we do not open)": (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not_an_image"),
-}
 
 
 @pytest.mark.parametrize("data,code", BAD.values(), ids=BAD.keys())
@@ -103,10 +62,10 @@ def test_truncated_jpeg_is_corrupt():
 
 
 def test_decompression_bomb_is_refused_before_decoding():
-    bomb = encode(Image.new("1", (24000, 24000)), "PNG")  # 576 megapixels in a few tens of KB
-    assert len(bomb) < 200_000
+    data = bomb()
+    assert len(data) < 200_000
     with pytest.raises(ImageError) as error:
-        preprocess(bomb, PREP, MAX_PIXELS)
+        preprocess(data, PREP, MAX_PIXELS)
     assert error.value.code == "image_too_large" and "pixels" in error.value.message
 
 
