@@ -2,56 +2,118 @@
 
     python -m client.classify photos/ --url http://localhost:8000 --out results.csv
 
-Sends the images in jobs of up to 64 (the default per-job limit), keeps a few jobs in flight so
-the workers never wait on the client, long-polls each job, honours
-Retry-After on 429/503, and writes one CSV row per image: file, status, top-3 labels and confidences.
+Asks the service for its limits and packs the images into jobs that fit them (files and bytes per
+request; a file over the per-image limit fails here, alone), keeps a few jobs in flight so the
+workers never wait on the client, long-polls each job, and waits as told while the service is busy
+(429/503 with Retry-After) or unreachable. Writes one CSV row per image: file, status, top-3 labels
+and confidences, error. A job the service refuses, forgets or never finishes fails its own rows;
+the run goes on.
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import requests
 from tqdm import tqdm
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
+COLUMNS = ["file", "status", "top1", "p1", "top2", "p2", "top3", "p3", "error"]
+PART_OVERHEAD = 1024  # bytes of multipart headers per file, with room for a long name
+WAIT_STATUSES = {429, 502, 503, 504}  # busy or restarting: worth asking again
+JOB_DEADLINE_S = 600  # a job not done this long after it was sent fails its rows
+MAX_PAUSE_S = 30
+
+
+class Refused(Exception):
+    """A job that ended without results; the message says why."""
 
 
 def find_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def submit(session: requests.Session, url: str, paths: list[Path]) -> str:
-    """Posts one job; waits and retries while the service asks to (429 rate limit, 503 busy)."""
-    while True:
-        files = [("file", (p.name, p.read_bytes())) for p in paths]
-        response = session.post(f"{url}/api/v1/jobs", files=files, timeout=120)
-        if response.status_code in (429, 503):
-            time.sleep(float(response.headers.get("Retry-After", 5)))
+def plan_jobs(paths: list[Path], limits: dict) -> tuple[list[list[Path]], list[tuple[Path, str]]]:
+    """Jobs that each fit one request, in folder order, and the files too large to send at all."""
+    jobs, refused, job, job_bytes = [], [], [], 0
+    for path in paths:
+        size = path.stat().st_size
+        if size > limits["max_image_bytes"]:
+            refused.append((path, f"{size:,} bytes is over the limit of {limits['max_image_bytes']:,} bytes per image"))
             continue
-        if response.status_code != 202:
-            sys.exit(f"error {response.status_code}: {response.json()['error']['message']}")
-        return url + response.json()["status_url"]
+        cost = size + PART_OVERHEAD
+        if job and (len(job) == limits["max_images_per_job"] or job_bytes + cost > limits["max_request_bytes"]):
+            jobs.append(job)
+            job, job_bytes = [], 0
+        job.append(path)
+        job_bytes += cost
+    return jobs + [job] if job else jobs, refused
 
 
-def wait(session: requests.Session, status_url: str) -> dict:
+def ask(send: Callable[[], requests.Response], deadline: float) -> requests.Response | None:
+    """The service's answer, asking again while it is busy or unreachable; None past `deadline`."""
+    pause = 1.0
     while True:
-        job = session.get(status_url, params={"wait": 30}, timeout=60).json()
+        try:
+            response = send()
+            if response.status_code not in WAIT_STATUSES:
+                return response
+            retry_after = response.headers.get("Retry-After", "")
+            pause = float(retry_after) if retry_after.isdigit() else pause
+        except requests.RequestException:
+            pass
+        if time.monotonic() + pause > deadline:
+            return None
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_PAUSE_S)
+
+
+def error_message(response: requests.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def submit(session: requests.Session, url: str, paths: list[Path], deadline: float) -> str:
+    """Posts one job: its status URL, or why it was not accepted."""
+    files = [("file", (p.name, p.read_bytes())) for p in paths]
+    response = ask(lambda: session.post(f"{url}/api/v1/jobs", files=files, timeout=120), deadline)
+    if response is None:
+        raise Refused("the service did not accept the job in time")
+    if response.status_code != 202:
+        raise Refused(f"refused (HTTP {response.status_code}): {error_message(response)}")
+    return url + response.json()["status_url"]
+
+
+def wait(session: requests.Session, status_url: str, deadline: float) -> dict:
+    """Long-polls the job until it is done; Refused if it is gone or not done by `deadline`."""
+    while True:
+        response = ask(lambda: session.get(status_url, params={"wait": 30}, timeout=60), deadline)
+        if response is None:
+            raise Refused(f"no result within {JOB_DEADLINE_S} s")
+        if response.status_code != 200:
+            raise Refused(f"the job was lost (HTTP {response.status_code}): {error_message(response)}")
+        job = response.json()
         if job["status"] == "done":
             return job
 
 
-def rows(paths: list[Path], job: dict) -> list[list]:
+def result_rows(paths: list[Path], job: dict) -> list[list[str]]:
     out = []
     for path, result in zip(paths, job["results"]):
         top3 = [value for p in result["top3"] for value in (p["label"], f"{p['confidence']:.4f}")]
         error = result["error"]["message"] if result["error"] else ""
-        out.append([str(path), result["status"], *top3, error])
+        out.append([str(path), result["status"], *top3, *[""] * (6 - len(top3)), error])
     return out
+
+
+def failed_row(path: Path, message: str) -> list[str]:
+    return [str(path), "failed", *[""] * 6, message]
 
 
 def main() -> None:
@@ -60,25 +122,37 @@ def main() -> None:
     parser.add_argument("--url", default="http://localhost:8000")
     parser.add_argument("--out", type=Path, default=Path("results.csv"))
     parser.add_argument("--api-key", default="")
-    parser.add_argument("--job-size", type=int, default=64)
     parser.add_argument("--in-flight", type=int, default=4, help="jobs submitted ahead of the one awaited")
     args = parser.parse_args()
-    paths = find_images(args.folder)
+    url = args.url.rstrip("/")
     session = requests.Session()
     session.headers["X-API-Key"] = args.api_key
+    limits = session.get(f"{url}/api/v1/limits", timeout=30)
+    limits.raise_for_status()
+    paths = find_images(args.folder)
+    jobs, refused = plan_jobs(paths, limits.json())
     with args.out.open("w", newline="") as f, tqdm(total=len(paths), unit="image") as bar:
         writer = csv.writer(f)
-        writer.writerow(["file", "status", "top1", "p1", "top2", "p2", "top3", "p3", "error"])
+        writer.writerow(COLUMNS)
+        writer.writerows(failed_row(path, message) for path, message in refused)
+        bar.update(len(refused))
         in_flight: deque = deque()
 
         def finish_oldest() -> None:
-            chunk, status_url = in_flight.popleft()
-            writer.writerows(rows(chunk, wait(session, status_url)))
-            bar.update(len(chunk))
+            job_paths, status_url, deadline = in_flight.popleft()
+            try:
+                writer.writerows(result_rows(job_paths, wait(session, status_url, deadline)))
+            except Refused as why:
+                writer.writerows(failed_row(path, str(why)) for path in job_paths)
+            bar.update(len(job_paths))
 
-        for start in range(0, len(paths), args.job_size):
-            chunk = paths[start:start + args.job_size]
-            in_flight.append((chunk, submit(session, args.url.rstrip("/"), chunk)))
+        for job_paths in jobs:
+            deadline = time.monotonic() + JOB_DEADLINE_S
+            try:
+                in_flight.append((job_paths, submit(session, url, job_paths, deadline), deadline))
+            except Refused as why:
+                writer.writerows(failed_row(path, str(why)) for path in job_paths)
+                bar.update(len(job_paths))
             if len(in_flight) > args.in_flight:
                 finish_oldest()
         while in_flight:

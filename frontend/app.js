@@ -1,10 +1,10 @@
 'use strict';
 
 // Sport Image Classifier page.
-// Flow: files picked or dropped -> one card per file -> upload in jobs of at most
-// 64 files -> poll each job and update its cards until the job is done.
+// Flow: files picked or dropped -> one card per file -> upload in jobs that fit the server's
+// limits (GET /api/v1/limits) -> poll each job and update its cards until the job is done.
 
-const MAX_FILES_PER_JOB = 64; // the server's per-job limit
+const PART_OVERHEAD = 1024; // bytes of multipart headers per file, with room for a long name
 const POLL_INTERVAL_MS = 400;
 const MAX_POLL_FAILURES = 5; // ride out short network hiccups while polling
 const MAX_MESSAGES = 3;
@@ -30,6 +30,10 @@ function el(tag, className, text) {
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+function formatMegabytes(bytes) {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
 }
 
 function formatPercent(confidence) {
@@ -71,6 +75,16 @@ async function describeHttpError(response) {
       : ' Please try again shortly.';
   }
   return message;
+}
+
+// Asked once; asked again next time if it failed.
+let limitsRequest;
+function getLimits() {
+  limitsRequest ??= request('/api/v1/limits').catch((error) => {
+    limitsRequest = undefined;
+    throw error;
+  });
+  return limitsRequest;
 }
 
 function createJob(files) {
@@ -233,15 +247,48 @@ async function submitBatch(files, cards) {
   pollJob(job.status_url || `/api/v1/jobs/${encodeURIComponent(job.job_id)}`, cards);
 }
 
+// Splits the selection into batches that each fit one request; a file over the per-image
+// limit is not sent at all and fails alone.
+function planBatches(files, cards, limits) {
+  const batches = [];
+  let batch = { files: [], cards: [], bytes: 0 };
+  files.forEach((file, i) => {
+    if (file.size > limits.max_image_bytes) {
+      failCard(cards[i], `This file is ${formatMegabytes(file.size)}, over the limit of `
+        + `${formatMegabytes(limits.max_image_bytes)} per photo.`);
+      return;
+    }
+    const cost = file.size + PART_OVERHEAD;
+    const full = batch.files.length === limits.max_images_per_job
+      || batch.bytes + cost > limits.max_request_bytes;
+    if (batch.files.length && full) {
+      batches.push(batch);
+      batch = { files: [], cards: [], bytes: 0 };
+    }
+    batch.files.push(file);
+    batch.cards.push(cards[i]);
+    batch.bytes += cost;
+  });
+  if (batch.files.length) batches.push(batch);
+  return batches;
+}
+
 async function handleFiles(files) {
   if (files.length === 0) return;
   const cards = files.map(createCard);
   emptyNote.hidden = true;
   resultsList.prepend(...cards); // newest selection on top, in the chosen order
   updateProgress();
-  for (let start = 0; start < files.length; start += MAX_FILES_PER_JOB) {
-    const end = start + MAX_FILES_PER_JOB;
-    await submitBatch(files.slice(start, end), cards.slice(start, end));
+  let limits;
+  try {
+    limits = await getLimits();
+  } catch (error) {
+    showMessage(`Could not upload: ${error.message}`);
+    failUnfinished(cards, error.message);
+    return;
+  }
+  for (const batch of planBatches(files, cards, limits)) {
+    await submitBatch(batch.files, batch.cards);
   }
 }
 

@@ -2,6 +2,7 @@
 ONNX model (or MODEL_PATH), real image files. Nothing is mocked."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -161,14 +162,29 @@ def client(app, worker):
     return app.test_client()
 
 
-@pytest.fixture(scope="session")
-def live_server(app, worker):
-    """The app on a real HTTP port, for the browser."""
+def serve(app):
+    """Runs `app` on a real HTTP port in a thread; yields its base URL."""
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def live_server(app, worker):
+    """The app on a real HTTP port, for the browser."""
+    yield from serve(app)
+
+
+# Limits so tight that a handful of valid photos (10-40 KB each) needs several requests.
+TIGHT_LIMITS = {"max_image_bytes": 60_000, "max_request_bytes": 100_000, "max_images_per_job": 3}
+
+
+@pytest.fixture(scope="session")
+def tight_server(settings, worker):
+    """The app with TIGHT_LIMITS on a real HTTP port, sharing the session's Redis and worker."""
+    yield from serve(create_app(dataclasses.replace(settings, **TIGHT_LIMITS)))
 
 
 def valid_images(count: int, start: int = 0) -> list[tuple[Path, str]]:

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import valid_images
+from conftest import TIGHT_LIMITS, valid_images
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -46,6 +46,21 @@ def test_bad_file_gets_a_clear_message(browser, live_server, tmp_path):
     card = page.locator('.result-card[data-filename="holiday.jpg"]')
     expect(card).to_have_attribute("data-status", "failed", timeout=30_000)
     expect(card.locator(".card-error")).to_contain_text("not a readable image")
+
+
+def test_a_large_selection_is_split_to_fit_the_limits(browser, tight_server, tmp_path):
+    """Seven photos where a request may hold 3 files and 100 KB, and one file over the per-image
+    limit: the photos go in several requests and are all classified; the big file fails alone."""
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"\xff" * (TIGHT_LIMITS["max_image_bytes"] + 1))
+    page = browser.new_page()
+    page.goto(tight_server)
+    page.set_input_files("#file-input", [str(path) for path, _ in valid_images(7, start=40)] + [str(huge)])
+    expect(page.locator('.result-card[data-status="done"]')).to_have_count(7, timeout=30_000)
+    card = page.locator('.result-card[data-filename="huge.jpg"]')
+    expect(card).to_have_attribute("data-status", "failed")
+    expect(card.locator(".card-error")).to_contain_text("over the limit of 0.1 MB")
+    expect(page.locator("#messages")).to_be_empty()
 
 
 def test_phone_layout_and_keyboard(browser, live_server):

@@ -1,4 +1,4 @@
-"""REST contract v1: submit a job, poll it (optionally as a long poll), list the classes."""
+"""REST contract v1: submit a job, poll it (optionally as a long poll), list the classes and limits."""
 from __future__ import annotations
 
 import uuid
@@ -75,3 +75,13 @@ def get_job(job_id: str, query_data):
 def list_classes():
     card = current_app.extensions["model_card"]
     return {"classes": card["classes"], "display_names": dict(zip(card["classes"], card["display_names"]))}
+
+
+@bp.get("/limits")
+@bp.output(schemas.LimitsOut)
+@bp.doc(summary="What one request may carry", description="Clients split their uploads by these (the page and "
+        "client/classify.py do), so an operator's change of a limit needs no change of client.")
+def get_limits():
+    s = current_app.extensions["settings"]
+    return {"max_images_per_job": s.max_images_per_job, "max_image_bytes": s.max_image_bytes,
+            "max_request_bytes": s.max_request_bytes, "max_pixels": s.max_pixels}

@@ -78,6 +78,13 @@ class ClassesOut(Schema):
     display_names = Dict(keys=String(), values=String(), required=True)
 
 
+class LimitsOut(Schema):
+    max_images_per_job = Integer(required=True, metadata={"description": "more files in one request: 413"})
+    max_image_bytes = Integer(required=True, metadata={"description": "a larger file: 413"})
+    max_request_bytes = Integer(required=True, metadata={"description": "a larger request body: 413"})
+    max_pixels = Integer(required=True, metadata={"description": "a larger image fails alone (image_too_large)"})
+
+
 class LegacyPrediction(Schema):
     sport = String(required=True)
     confidence = Float(required=True, metadata={"description": "percent, 0-100"})
