@@ -25,7 +25,7 @@ from bench.images import large_jpeg, load_photos
 from bench.memory import PeakRss
 from bench.phases import run_baseline, run_service
 from bench.procs import exit_once, stop_all
-from common.settings import REPO, Settings
+from common.settings import REPO, Settings, cores
 
 SCALING_MODE = "WORKER_PROCESSES=N in one Celery worker, ONNX Runtime threads per process = cores / N"
 
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
     parser.add_argument("--out", type=Path, default=report.HERE, help="where RESULTS.md and results.json go (default: bench/)")
     args = parser.parse_args(argv)
-    args.worker_processes = args.worker_processes or os.cpu_count() or 1  # 0: one per core, as in production
+    args.worker_processes = args.worker_processes or cores()  # 0: one per core, as in production
     if not Path(args.model).is_file():
         parser.error(f"no model at {args.model}: run `make export`, or pass --model or set MODEL_PATH")
     return args

@@ -6,10 +6,13 @@ image index (JSON: status, top3, error), `final` (how many images have a final s
 with it. Everything expires `ttl` seconds after it was last written. When the last image becomes
 final, a message on `job:<id>:done` wakes the clients that long-poll.
 
-A job's chunks (the images one task classifies together) are recorded in the sorted set
-`jobs:undispatched` in the same transaction that creates the job, and leave it once they are on
-the queue. A web process that dies in between leaves them there; workers queue them after
-`dispatch_grace_s`, so no accepted image waits for nothing.
+A job's chunks (the images one task classifies together) wait in the sorted set `jobs:pending`
+from the transaction that creates the job until the transaction that writes their results, scored
+by when a worker should queue them (again). A web process that dies before queueing them leaves
+them due after `dispatch_grace_s`; once queued they are due after `requeue_after_s`, which only a
+chunk whose task was lost or dropped on the way (an error, a broker losing a message) ever
+reaches. Workers queue the chunks that fall due, so no accepted image waits for nothing; results are
+written idempotently, so a chunk run twice is harmless.
 """
 from __future__ import annotations
 
@@ -63,14 +66,22 @@ return final
 """
 
 
-UNDISPATCHED = "jobs:undispatched"  # member "<job id> <i,j,...>", score: when a worker may queue it
+PENDING = "jobs:pending"  # member "<job id> <i,j,...>", score: when a worker should queue it (again)
 
 # Takes the chunks whose time has come and pushes their time on by the grace (ARGV[2]) rather than
-# removing them: a worker that dies after claiming leaves them for another one.
-_CLAIM_UNDISPATCHED = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], member) end
-return due
+# removing them: a worker that dies after claiming leaves them for another one. Chunks of jobs
+# that expired are dropped.
+_CLAIM_DUE = """
+local due, claimed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100), {}
+for _, member in ipairs(due) do
+  if redis.call('EXISTS', ARGV[3] .. string.match(member, '^%S+')) == 1 then
+    redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], member)
+    table.insert(claimed, member)
+  else
+    redis.call('ZREM', KEYS[1], member)
+  end
+end
+return claimed
 """
 
 
@@ -87,13 +98,14 @@ def success(top3: list[dict]) -> dict:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30):
+    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30, requeue_after_s: float = 600):
         self.redis = redis
         self.ttl_s = ttl_s
         self.dispatch_grace_s = dispatch_grace_s
+        self.requeue_after_s = requeue_after_s
         self._mark_running = redis.register_script(_MARK_RUNNING)
         self._finish = redis.register_script(_FINISH)
-        self._claim_undispatched = redis.register_script(_CLAIM_UNDISPATCHED)
+        self._claim_due = redis.register_script(_CLAIM_DUE)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -108,7 +120,7 @@ class JobStore:
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
                chunks: Iterable[list[int]] = ()) -> None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
-        `chunks` are recorded as not yet queued (see `dispatched`)."""
+        `chunks` are recorded as pending until their results are written (see the module's doc)."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
@@ -124,19 +136,20 @@ class JobStore:
             pipe.expire(self.key(job_id), self.ttl_s)
             due = time.time() + self.dispatch_grace_s
             for chunk in chunks:
-                pipe.zadd(UNDISPATCHED, {_chunk_member(job_id, chunk): due})
+                pipe.zadd(PENDING, {_chunk_member(job_id, chunk): due})
             pipe.execute()
 
     def dispatched(self, job_id: str, chunks: list[list[int]]) -> None:
-        """These chunks are on the queue (or failed for good): no worker needs to queue them."""
+        """These chunks are on the queue: due again only if not finished within `requeue_after_s`."""
         if chunks:
-            self.redis.zrem(UNDISPATCHED, *(_chunk_member(job_id, chunk) for chunk in chunks))
+            due = time.time() + self.requeue_after_s
+            self.redis.zadd(PENDING, {_chunk_member(job_id, chunk): due for chunk in chunks}, xx=True)
 
-    def claim_undispatched(self) -> list[tuple[str, list[int]]]:
-        """Chunks recorded more than `dispatch_grace_s` ago and still not queued; each goes to one
+    def claim_due(self) -> list[tuple[str, list[int]]]:
+        """Pending chunks whose time has come (never queued, or queued and lost); each goes to one
         caller at a time, who queues it and calls `dispatched` (another gets it after the grace if
         that caller dies first)."""
-        due = self._claim_undispatched(keys=[UNDISPATCHED], args=[time.time(), self.dispatch_grace_s])
+        due = self._claim_due(keys=[PENDING], args=[time.time(), self.dispatch_grace_s, self.key('')])
         claimed = []
         for member in due:
             job_id, indices = member.decode().split(" ")
@@ -151,12 +164,18 @@ class JobStore:
         """The waiting images' bytes, in one round trip (None where gone)."""
         return self.redis.mget([self.image_key(job_id, i) for i in indices])
 
-    def finish(self, job_id: str, results: dict[int, dict], model: dict) -> None:
+    def finish(self, job_id: str, results: dict[int, dict], model: dict, chunks: list[list[int]] | None = None) -> None:
+        """Writes final results (only for images not final yet) and ends the chunks that held them:
+        by default one chunk of exactly these images."""
         args = [now_iso(), json.dumps(model), self.ttl_s]
         for index, record in results.items():
             args += [index, json.dumps(record)]
         keys = [self.key(job_id), self.channel(job_id), *(self.image_key(job_id, i) for i in results)]
-        self._finish(keys=keys, args=args)
+        chunks = [sorted(results)] if chunks is None else chunks
+        with self.redis.pipeline() as pipe:  # MULTI/EXEC: results and the end of their chunks at once
+            self._finish(keys=keys, args=args, client=pipe)
+            pipe.zrem(PENDING, *(_chunk_member(job_id, chunk) for chunk in chunks))
+            pipe.execute()
 
     def get(self, job_id: str) -> dict | None:
         """The job as clients see it (REST contract v1), or None if unknown or expired."""

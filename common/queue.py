@@ -34,7 +34,7 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
-        worker_concurrency=settings.worker_processes or None,  # None: Celery's default, one per core
+        worker_concurrency=settings.processes,
         worker_hijack_root_logger=False,
     )
     return celery

@@ -5,11 +5,25 @@ Tests and tools pass overrides instead; a deployment sets variables (see README,
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def cores() -> int:
+    """Cores this process may use: its CPU set, capped by a cgroup v2 CPU quota (`docker run
+    --cpus`), so a container sizes itself by its share rather than by the host's core count."""
+    count = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):  # no cgroup v2 here, or no quota
+        pass
+    return count
 
 
 @dataclass(frozen=True)
@@ -32,10 +46,13 @@ class Settings:
     visibility_timeout_s: int = 120
     # Chunks of a job whose web process died before queueing them are queued by a worker after this.
     dispatch_grace_s: int = 30
+    # A queued chunk still not finished after this is queued again (its task was lost or dropped);
+    # far above any wait the queue-depth limit allows, since a chunk run twice is wasted work.
+    requeue_after_s: int = 600
     task_time_limit_s: int = 60  # a chunk running longer is killed and retried (a few times at most)
     predict_timeout_s: float = 30.0  # how long POST /predict waits before answering 504
     cors_origins: str = ""  # comma-separated origins allowed to call the API; empty: same-origin only
-    worker_processes: int = 0  # worker processes per host; 0: one per core
+    worker_processes: int = 0  # worker processes per host; 0: one per core (see cores())
     worker_threads: int = 0  # ONNX Runtime threads per worker process; 0: cores / processes
 
     @classmethod
@@ -48,6 +65,11 @@ class Settings:
             if raw is not None and (raw != "" or kind is str):  # "" means unset, except for text
                 values[field.name] = kind(raw)
         return cls(**(values | overrides))
+
+    @property
+    def processes(self) -> int:
+        """Worker processes this host runs."""
+        return self.worker_processes or cores()
 
     @property
     def model_card_path(self) -> Path:

@@ -53,4 +53,7 @@ def test_a_chunk_that_keeps_killing_workers_fails(store, classifier):
 
 
 def test_expired_job_is_skipped(store, classifier):
-    classify_chunk(store, classifier, str(uuid.uuid4()), [0], MAX_PIXELS)  # nothing to do, nothing raised
+    job_id = str(uuid.uuid4())  # a job whose record expired before its task ran
+    classify_chunk(store, classifier, job_id, [0], MAX_PIXELS)
+    assert not store.redis.exists(store.key(job_id)), "a task must not bring an expired job back half-made"
+    assert store.get(job_id) is None

@@ -11,7 +11,7 @@ import pytest
 from redis import Redis
 
 from common import workers
-from common.jobs import UNDISPATCHED, JobStore
+from common.jobs import PENDING, JobStore
 from conftest import RedisServer, Worker, valid_images, wait_for
 from webapp import create_app
 
@@ -101,9 +101,22 @@ def test_web_dying_before_it_queues_a_job_loses_nothing(stack):
     stack.worker()
     assert_completes(client, f"/api/v1/jobs/{orphan}", 20)
     assert_completes(client, submitted, 2)
-    assert store.redis.zcard(UNDISPATCHED) == 0
+    assert store.redis.zcard(PENDING) == 0
     logs = "".join(w.log.read_text() for w in stack.workers)
-    assert logs.count("which the web process that accepted them did not") == 2  # the orphan's chunks only
+    assert logs.count("which were not queued or not finished in time") == 2  # the orphan's chunks only
+
+
+def test_a_queued_chunk_whose_task_was_lost_is_queued_again(stack):
+    """A chunk that was queued but never finished (its message dropped, or acknowledged after an
+    error) comes due again after REQUEUE_AFTER_S; 0 here, so it is due at once."""
+    store = JobStore(Redis.from_url(stack.settings.redis_url), ttl_s=600, requeue_after_s=0)
+    images = {i: path.read_bytes() for i, (path, _) in enumerate(valid_images(3))}
+    lost = str(uuid.uuid4())
+    store.create(lost, [f"{i}.jpg" for i in images], images, {}, chunks=[[0, 1, 2]])
+    store.dispatched(lost, [[0, 1, 2]])  # as if queued; no task exists
+    stack.worker()
+    assert_completes(stack.client(), f"/api/v1/jobs/{lost}", 3)
+    assert store.redis.zcard(PENDING) == 0
 
 
 def test_worker_without_its_model_says_so_and_jobs_wait(stack, tmp_path):

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.jobs import UNDISPATCHED, JobStore, failure, success
+from common.jobs import PENDING, JobStore, failure, success
 
 TOP3 = [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3
 MODEL = {"name": "m", "version": "1"}
@@ -68,17 +68,32 @@ def test_wait_returns_the_job_as_it_stands_on_timeout(store):
     assert store.wait(str(uuid.uuid4()), timeout_s=0.2) is None
 
 
-def test_undispatched_chunks_are_claimed_once_due_and_again_if_the_claimer_dies(redis_server):
+def test_pending_chunks_are_claimed_once_due_and_again_if_the_claimer_dies(redis_server):
     # Database 1: the session's worker sweeps database 0 and would take these chunks itself.
-    store = JobStore(Redis.from_url(redis_server.url.replace("/0", "/1")), ttl_s=60, dispatch_grace_s=0.5)
+    store = JobStore(Redis.from_url(redis_server.url.replace("/0", "/1")), ttl_s=60, dispatch_grace_s=0.5,
+                     requeue_after_s=0.5)
     job_id = str(uuid.uuid4())
     store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"], {i: b"bytes" for i in range(3)}, {}, chunks=[[0, 1], [2]])
-    assert store.claim_undispatched() == []  # the web process may still be queueing them
+    assert store.claim_due() == []  # the web process may still be queueing them
     time.sleep(0.6)
-    assert sorted(store.claim_undispatched()) == [(job_id, [0, 1]), (job_id, [2])]
-    assert store.claim_undispatched() == []  # claimed: no second worker queues them meanwhile
+    assert sorted(store.claim_due()) == [(job_id, [0, 1]), (job_id, [2])]
+    assert store.claim_due() == []  # claimed: no second worker queues them meanwhile
     store.dispatched(job_id, [[2]])
-    time.sleep(0.6)  # the first claimer died before queueing [0, 1]: it comes round again
-    assert store.claim_undispatched() == [(job_id, [0, 1])]
+    store.finish(job_id, {2: success(TOP3)}, MODEL)
+    time.sleep(0.6)  # the first claimer died before queueing [0, 1]: it comes round again; [2] is finished
+    assert store.claim_due() == [(job_id, [0, 1])]
     store.dispatched(job_id, [[0, 1]])
-    assert store.redis.zcard(UNDISPATCHED) == 0
+    assert store.claim_due() == []
+    time.sleep(0.6)  # queued, but never finished: its task was lost
+    assert store.claim_due() == [(job_id, [0, 1])]
+    store.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)
+    assert store.redis.zcard(PENDING) == 0
+
+
+def test_pending_chunks_of_expired_jobs_are_dropped(redis_server):
+    store = JobStore(Redis.from_url(redis_server.url.replace("/0", "/1")), ttl_s=60, dispatch_grace_s=0)
+    job_id = str(uuid.uuid4())
+    store.create(job_id, ["a.jpg"], {0: b"bytes"}, {}, chunks=[[0]])
+    store.redis.delete(store.key(job_id))  # as the job's expiry would
+    assert store.claim_due() == []
+    assert store.redis.zcard(PENDING) == 0

@@ -11,6 +11,10 @@ from webapp.uploads import read_upload, submit
 
 bp = APIBlueprint("legacy", __name__, tag="Legacy")
 
+# Failures that are not the image's fault answer 5xx (the client may send it again); every other
+# failure (not an image, corrupt, too large, ...) is the file's, 422.
+SERVICE_FAILURES = {"inference_error": 500, "image_expired": 503, "not_queued": 503}
+
 
 def percent(confidence: float) -> float:
     return round(confidence * 100, 2)
@@ -22,7 +26,9 @@ def percent(confidence: float) -> float:
 @bp.output(schemas.PredictOut)
 @bp.doc(summary="Classify one image and wait for the answer", security="ApiKeyAuth",
         responses={400: "no file part", 401: "API key required", 413: "a limit was exceeded", 422: "the file is not a usable image",
-                   429: "too many requests from this client", 503: "the queue is full", 504: "no answer in time; poll the job"})
+                   429: "too many requests from this client", 500: "the model failed on this image",
+                   503: "the queue is full, or the image was lost on the way; send it again",
+                   504: "no answer in time; poll the job"})
 def predict(files_data):
     job = read_upload(max_files=1)
     submit(job)
@@ -32,7 +38,8 @@ def predict(files_data):
         abort(503, "the job was lost from the job store; send the image again", extra_data={"code": "job_lost"})
     result = job_now["results"][0]
     if result["status"] == "failed":
-        abort(422, result["error"]["message"], extra_data={"code": result["error"]["code"]})
+        code = result["error"]["code"]
+        abort(SERVICE_FAILURES.get(code, 422), result["error"]["message"], extra_data={"code": code})
     if result["status"] != "done":
         status_url = url_for("api.get_job", job_id=job.job_id)
         abort(504, f"no result within {settings.predict_timeout_s:g} s; the job goes on at {status_url}",

@@ -17,4 +17,6 @@ def register(app: APIFlask, settings: Settings) -> None:
                     operation.pop("security", None)
         if not settings.api_key:
             spec.get("components", {}).get("securitySchemes", {}).pop("ApiKeyAuth", None)
+        ready = spec["paths"]["/ready"]["get"]["responses"]  # not ready: the same shape, not an error
+        ready["503"]["content"] = ready["200"]["content"]
         return spec

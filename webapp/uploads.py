@@ -71,16 +71,14 @@ def submit(job: NewJob) -> None:
     indices = sorted(job.images)
     chunks = [indices[i:i + settings.chunk_size] for i in range(0, len(indices), settings.chunk_size)]
     jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
-    try:
-        for n, chunk in enumerate(chunks):
-            try:
-                current_app.extensions["celery"].send_task(CLASSIFY_TASK, args=[job.job_id, chunk])
-            except OperationalError:
-                unsent = [i for c in chunks[n:] for i in c]
-                message = "the queue was unreachable; send this image again"
-                model = model_identity(current_app.extensions["model_card"])
-                jobs.finish(job.job_id, {i: failure("not_queued", message) for i in unsent}, model)
-                abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
-                      extra_data={"code": "unavailable"})
-    finally:
-        jobs.dispatched(job.job_id, chunks)
+    for n, chunk in enumerate(chunks):
+        try:
+            current_app.extensions["celery"].send_task(CLASSIFY_TASK, args=[job.job_id, chunk])
+        except OperationalError:
+            jobs.dispatched(job.job_id, chunks[:n])
+            message = "the queue was unreachable; send this image again"
+            model = model_identity(current_app.extensions["model_card"])
+            jobs.finish(job.job_id, {i: failure("not_queued", message) for c in chunks[n:] for i in c}, model, chunks[n:])
+            abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
+                  extra_data={"code": "unavailable"})
+    jobs.dispatched(job.job_id, chunks)

@@ -22,7 +22,7 @@ from common import workers
 from common.jobs import JobStore
 from common.queue import CELERY_QUEUE, CLASSIFY_TASK, make_celery
 from common.settings import Settings
-from worker.inference import Classifier, cores, default_threads
+from worker.inference import Classifier, default_threads
 
 settings = Settings.from_env()
 app = make_celery(settings)
@@ -45,7 +45,8 @@ class Runtime:
         # A Redis restart must make tasks wait, not fail their images: retry for about 4 minutes.
         self.redis = Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=5, base=0.1), 60),
                                     retry_on_error=[RedisConnectionError, RedisTimeoutError])
-        self.store = JobStore(self.redis, settings.result_ttl_s, settings.dispatch_grace_s)
+        self.store = JobStore(self.redis, settings.result_ttl_s, settings.dispatch_grace_s,
+                              settings.requeue_after_s)
         threads = settings.worker_threads or default_threads(processes)
         self.classifier = load_classifier(threads)
         log.info("%s loaded %s with %d threads", worker_id(), self.classifier.identity, threads)
@@ -88,20 +89,21 @@ def stop_consuming_without_model(sender, **_) -> None:
         sender.cancel_task_queue(CELERY_QUEUE)
 
 
-def queue_undispatched(store: JobStore) -> None:
-    """Queues the chunks of jobs whose web process died before it could (see common/jobs.py)."""
-    for job_id, chunk in store.claim_undispatched():
+def queue_due(store: JobStore) -> None:
+    """Queues the pending chunks nobody queued (their web process died) or whose task was lost
+    (see common/jobs.py)."""
+    for job_id, chunk in store.claim_due():
         app.send_task(CLASSIFY_TASK, args=[job_id, chunk])
         store.dispatched(job_id, [chunk])
-        log.warning("queued images %s of job %s, which the web process that accepted them did not", chunk, job_id)
+        log.warning("queued images %s of job %s, which were not queued or not finished in time", chunk, job_id)
 
 
 def start_runtime() -> Runtime:
     global runtime
-    runtime = Runtime(settings.worker_processes or cores())
+    runtime = Runtime(settings.processes)
     me = worker_id()
     _in_background(lambda: workers.announce(runtime.redis, me, runtime.classifier.identity))
-    _in_background(lambda: queue_undispatched(runtime.store))
+    _in_background(lambda: queue_due(runtime.store))
     return runtime
 
 

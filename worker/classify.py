@@ -25,7 +25,7 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
         return
     if attempt > MAX_ATTEMPTS:
         message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
-        store.finish(job_id, {i: failure("worker_crashed", message) for i in indices}, classifier.identity)
+        store.finish(job_id, {i: failure("worker_crashed", message) for i in indices}, classifier.identity, [indices])
         return
     results, inputs = {}, {}
     for index, data in zip(indices, store.images(job_id, indices)):
@@ -37,7 +37,7 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
             log.exception("job %s image %d: unexpected decoding error", job_id, index)
             results[index] = failure("decode_error", "the image could not be processed")
     results |= _predict(classifier, inputs, job_id)
-    store.finish(job_id, results, classifier.identity)
+    store.finish(job_id, results, classifier.identity, [indices])
 
 
 def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str) -> dict[int, dict]:

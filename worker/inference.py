@@ -2,18 +2,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 import onnxruntime as ort
 
 from common.model_card import load_card, model_identity
 from common.preprocess import Preprocessing
-
-
-def cores() -> int:
-    """Cores this process may use (a container's CPU set, not the host's count)."""
-    return len(os.sched_getaffinity(0))
+from common.settings import cores
 
 
 def default_threads(processes: int) -> int:
