@@ -116,7 +116,14 @@ def images_per_second(path: Path, inputs: np.ndarray, threads: int = 2, repeats:
     return repeats * len(inputs) / (time.perf_counter() - began)
 
 
-def write_card(path: Path, ckpt: dict, name: str, version: str, extra: dict) -> dict:
+def run_history(checkpoint: Path, ckpt: dict) -> list[dict]:
+    """Every epoch of the run: its history.json, which training rewrites each epoch, where the
+    checkpoint has one beside it; else the checkpoint's own (up to the epoch it was saved)."""
+    path = checkpoint.parent / "history.json"
+    return json.loads(path.read_text())["history"] if path.exists() else ckpt["history"]
+
+
+def write_card(path: Path, ckpt: dict, history: list[dict], name: str, version: str, extra: dict) -> dict:
     p = checkpoint_preprocessing(ckpt)
     card = {
         "name": name, "version": version, "architecture": ckpt["architecture"], "date": date.today().isoformat(),
@@ -128,8 +135,8 @@ def write_card(path: Path, ckpt: dict, name: str, version: str, extra: dict) -> 
                       f"centre-crop to an aspect ratio of at most {p.max_aspect:.4g}",
                       f"{p.resample} resize to {p.size}x{p.size}", "scale to [0,1], subtract mean, divide by std", "CHW"]},
         "classes": ckpt["classes"], "display_names": display_names(ckpt["classes"]),
-        "training": {"recipe": ckpt["config"], "best_epoch": ckpt["best"], "epochs_run": len(ckpt["history"]),
-                     "seconds": round(sum(h["seconds"] for h in ckpt["history"]))},
+        "training": {"recipe": ckpt["config"], "best_epoch": ckpt["best"], "epochs_run": len(history),
+                     "seconds": round(sum(h["seconds"] for h in history))},
     } | extra
     path.with_suffix(".json").write_text(json.dumps(card, indent=1) + "\n")
     return card
@@ -164,12 +171,13 @@ def main() -> None:
     args = parser.parse_args()
 
     model, ckpt = load_checkpoint(args.checkpoint)
+    history = run_history(args.checkpoint, ckpt)
     prep = checkpoint_preprocessing(ckpt)
     args.out.mkdir(parents=True, exist_ok=True)
     fp32 = args.out / f"{args.name}.onnx"
     export_onnx(model, prep.size, fp32)
     diff = check_parity(model, fp32, sample_inputs(args.data / "valid", prep, 64, step=7))
-    write_card(fp32, ckpt, args.name, args.version, {"precision": "fp32", "parity_max_abs_diff": diff})
+    write_card(fp32, ckpt, history, args.name, args.version, {"precision": "fp32", "parity_max_abs_diff": diff})
     print(f"{fp32}: checker ok, max |ONNX - PyTorch| = {diff:.2e}, valid {add_metrics(fp32, args.data / 'valid')}")
     if args.no_int8:
         return
@@ -179,7 +187,7 @@ def main() -> None:
     onnx.checker.check_model(onnx.load(str(int8)), full_check=True)
     bench = sample_inputs(args.data / "valid", prep, 16)
     speed = {"fp32": images_per_second(fp32, bench), "int8": images_per_second(int8, bench)}
-    write_card(int8, ckpt, f"{args.name}-int8", args.version,
+    write_card(int8, ckpt, history, f"{args.name}-int8", args.version,
                {"precision": "int8", "quantization": "static QDQ, per-channel int8 weights, uint8 activations, "
                 f"calibrated on {args.calibration_images} training images", "speed_images_per_s_batch16_2threads": speed})
     print(f"{int8}: valid {add_metrics(int8, args.data / 'valid')}, images/s at batch 16, 2 threads: {speed}")

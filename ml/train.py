@@ -184,10 +184,11 @@ def train(cfg: Config) -> dict:
         if improved:
             save_checkpoint(out / "best.pt", **state)
         plot_curves(history, out / "curves.png")
+        # The whole run so far (best.pt holds it only up to the best epoch); export's card reads it.
+        (out / "history.json").write_text(json.dumps({"best": best, "history": history}, indent=2))
         if epoch + 1 - best["epoch"] >= cfg.patience:
             print(f"early stop: no better valid top-1 since epoch {best['epoch']}")
             break
-    (out / "history.json").write_text(json.dumps({"best": best, "history": history}, indent=2))
     return best
 
 

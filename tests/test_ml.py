@@ -47,8 +47,9 @@ def test_export_matches_pytorch_and_writes_card(checkpoint, tmp_path):
     export.export_onnx(model, 224, path)
     inputs = export.sample_inputs(DATA / "valid", prep, 8, step=50)
     assert export.check_parity(model, path, inputs) <= export.PARITY_TOLERANCE
-    card = export.write_card(path, ckpt, "tiny", "0.0.1", {})
+    card = export.write_card(path, ckpt, export.run_history(checkpoint, ckpt), "tiny", "0.0.1", {})
     assert load_card(path.with_suffix(".json")) == card
+    assert card["training"]["epochs_run"] == 2, "the card counts the whole run, not only up to the best epoch"
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[0] == "batch"  # dynamic batch axis
     assert session.run(None, {"images": inputs[:3]})[0].shape == (3, 100)
