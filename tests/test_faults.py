@@ -12,7 +12,8 @@ from redis import Redis
 
 from common import workers
 from common.jobs import PENDING, JobStore
-from conftest import RedisServer, Worker, valid_images, wait_for
+from common.queue import make_celery
+from conftest import RedisServer, Worker, free_port, valid_images, wait_for
 from webapp import create_app
 
 # Short, so a task held by a SIGKILLed worker, or a chunk a dead web process did not queue, is
@@ -136,3 +137,21 @@ def test_worker_without_its_model_says_so_and_jobs_wait(stack, tmp_path):
     stack.worker()
     assert client.get("/ready").status_code == 200
     assert_completes(client, status_url, 2)
+
+
+def test_a_broker_that_refuses_the_task_fails_the_images_visibly(stack):
+    """The job store answers but the queue does not (a broker on another address, down): the client
+    gets a 503 with Retry-After, and the job's images end as failed, not pending."""
+    app = create_app(stack.settings)
+    dead_broker = dataclasses.replace(stack.settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    app.extensions["celery"] = make_celery(dead_broker)
+    client = app.test_client()
+    files = [(io.BytesIO(path.read_bytes()), path.name) for path, _ in valid_images(2)]
+    response = client.post("/api/v1/jobs", data={"file": files}, content_type="multipart/form-data")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.get_json()["error"]["code"] == "unavailable"
+    store = app.extensions["jobs"]
+    [job_key] = [key.decode() for key in store.redis.scan_iter("job:*") if key.count(b":") == 1]
+    failed = store.get(job_key.removeprefix("job:"))
+    assert failed["status"] == "done" and {r["error"]["code"] for r in failed["results"]} == {"not_queued"}
+    assert store.redis.zcard(PENDING) == 0
