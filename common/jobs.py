@@ -68,14 +68,25 @@ return final
 
 PENDING = "jobs:pending"  # member "<job id> <i,j,...>", score: when a worker should queue it (again)
 
-# Takes the chunks whose time has come and pushes their time on by the grace (ARGV[2]) rather than
+# Every time here is Redis's own (TIME), so hosts whose clocks disagree still agree on what is due.
+_NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6"
+
+# Schedules chunks (ARGV[3..]) ARGV[1] seconds from now; with ARGV[2] = 'XX' only those still pending.
+_SCHEDULE = _NOW + """
+for i = 3, #ARGV do
+  if ARGV[2] == 'XX' then redis.call('ZADD', KEYS[1], 'XX', now + ARGV[1], ARGV[i])
+  else redis.call('ZADD', KEYS[1], now + ARGV[1], ARGV[i]) end
+end
+"""
+
+# Takes the chunks whose time has come and pushes their time on by the grace (ARGV[1]) rather than
 # removing them: a worker that dies after claiming leaves them for another one. Chunks of jobs
-# that expired are dropped.
-_CLAIM_DUE = """
-local due, claimed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100), {}
+# that expired (no key ARGV[2] .. job id) are dropped.
+_CLAIM_DUE = _NOW + """
+local due, claimed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100), {}
 for _, member in ipairs(due) do
-  if redis.call('EXISTS', ARGV[3] .. string.match(member, '^%S+')) == 1 then
-    redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], member)
+  if redis.call('EXISTS', ARGV[2] .. string.match(member, '^%S+')) == 1 then
+    redis.call('ZADD', KEYS[1], now + ARGV[1], member)
     table.insert(claimed, member)
   else
     redis.call('ZREM', KEYS[1], member)
@@ -105,6 +116,7 @@ class JobStore:
         self.requeue_after_s = requeue_after_s
         self._mark_running = redis.register_script(_MARK_RUNNING)
         self._finish = redis.register_script(_FINISH)
+        self._schedule = redis.register_script(_SCHEDULE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
 
     @staticmethod
@@ -134,22 +146,22 @@ class JobStore:
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
-            due = time.time() + self.dispatch_grace_s
-            for chunk in chunks:
-                pipe.zadd(PENDING, {_chunk_member(job_id, chunk): due})
+            members = [_chunk_member(job_id, chunk) for chunk in chunks]
+            if members:
+                self._schedule(keys=[PENDING], args=[self.dispatch_grace_s, "", *members], client=pipe)
             pipe.execute()
 
     def dispatched(self, job_id: str, chunks: list[list[int]]) -> None:
         """These chunks are on the queue: due again only if not finished within `requeue_after_s`."""
         if chunks:
-            due = time.time() + self.requeue_after_s
-            self.redis.zadd(PENDING, {_chunk_member(job_id, chunk): due for chunk in chunks}, xx=True)
+            members = [_chunk_member(job_id, chunk) for chunk in chunks]
+            self._schedule(keys=[PENDING], args=[self.requeue_after_s, "XX", *members])
 
     def claim_due(self) -> list[tuple[str, list[int]]]:
         """Pending chunks whose time has come (never queued, or queued and lost); each goes to one
         caller at a time, who queues it and calls `dispatched` (another gets it after the grace if
         that caller dies first)."""
-        due = self._claim_due(keys=[PENDING], args=[time.time(), self.dispatch_grace_s, self.key('')])
+        due = self._claim_due(keys=[PENDING], args=[self.dispatch_grace_s, self.key("")])
         claimed = []
         for member in due:
             job_id, indices = member.decode().split(" ")
