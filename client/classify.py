@@ -41,7 +41,11 @@ def plan_jobs(paths: list[Path], limits: dict) -> tuple[list[list[Path]], list[t
     """Jobs that each fit one request, in folder order, and the files too large to send at all."""
     jobs, refused, job, job_bytes = [], [], [], 0
     for path in paths:
-        size = path.stat().st_size
+        try:
+            size = path.stat().st_size
+        except OSError as exc:  # gone or unreadable since the folder was listed
+            refused.append((path, f"could not read the file: {exc.strerror or exc}"))
+            continue
         if size > limits["max_image_bytes"]:
             refused.append((path, f"{size:,} bytes is over the limit of {limits['max_image_bytes']:,} bytes per image"))
             continue
@@ -63,7 +67,7 @@ def ask(send: Callable[[], requests.Response], deadline: float) -> requests.Resp
             if response.status_code not in WAIT_STATUSES:
                 return response
             retry_after = response.headers.get("Retry-After", "")
-            pause = float(retry_after) if retry_after.isdigit() else pause
+            pause = max(1.0, float(retry_after)) if retry_after.isdigit() else pause
         except requests.RequestException:
             pass
         if time.monotonic() + pause > deadline:
@@ -80,27 +84,42 @@ def error_message(response: requests.Response) -> str:
 
 
 def submit(session: requests.Session, url: str, paths: list[Path], deadline: float) -> str:
-    """Posts one job: its status URL, or why it was not accepted."""
-    files = [("file", (p.name, p.read_bytes())) for p in paths]
+    """Posts one job: its status URL, or Refused saying why it was not accepted."""
+    try:
+        files = [("file", (p.name, p.read_bytes())) for p in paths]
+    except OSError as exc:
+        raise Refused(f"could not read {exc.filename}: {exc.strerror or exc}") from None
     response = ask(lambda: session.post(f"{url}/api/v1/jobs", files=files, timeout=120), deadline)
     if response is None:
         raise Refused("the service did not accept the job in time")
     if response.status_code != 202:
         raise Refused(f"refused (HTTP {response.status_code}): {error_message(response)}")
-    return url + response.json()["status_url"]
+    return url + answer(response)["status_url"]
 
 
 def wait(session: requests.Session, status_url: str, deadline: float) -> dict:
     """Long-polls the job until it is done; Refused if it is gone or not done by `deadline`."""
-    while True:
-        response = ask(lambda: session.get(status_url, params={"wait": 30}, timeout=60), deadline)
+    while (remaining := deadline - time.monotonic()) > 0:
+        response = ask(lambda: session.get(status_url, params={"wait": min(30, remaining)}, timeout=60), deadline)
         if response is None:
-            raise Refused(f"no result within {JOB_DEADLINE_S} s")
+            break
         if response.status_code != 200:
             raise Refused(f"the job was lost (HTTP {response.status_code}): {error_message(response)}")
-        job = response.json()
+        job = answer(response)
         if job["status"] == "done":
             return job
+    raise Refused(f"no result within {JOB_DEADLINE_S} s")
+
+
+def answer(response: requests.Response) -> dict:
+    """The JSON body of a success; Refused if it is not what the API promises (a proxy's page, say)."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and ("status_url" in body or "results" in body):
+            return body
+    except ValueError:
+        pass
+    raise Refused(f"an answer that is not the API's (HTTP {response.status_code})")
 
 
 def result_rows(paths: list[Path], job: dict) -> list[list[str]]:

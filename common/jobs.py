@@ -41,13 +41,15 @@ return attempts
 """
 
 # Writes final results, counting only images not final before, so a task run twice (after a
-# worker died between writing and acknowledging) is harmless; drops the images' bytes (KEYS[3..]).
-# The last image closes the job.
+# worker died between writing and acknowledging) is harmless; drops the images' bytes (KEYS[4..])
+# and ends their chunks (ARGV[4], a JSON list of members of the pending set KEYS[3]), all in one
+# script so that a chunk never ends without its results. The last image closes the job.
 _FINISH = """
-for k = 3, #KEYS do redis.call('DEL', KEYS[k]) end
+for k = 4, #KEYS do redis.call('DEL', KEYS[k]) end
+for _, member in ipairs(cjson.decode(ARGV[4])) do redis.call('ZREM', KEYS[3], member) end
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local newly = 0
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local status = cjson.decode(redis.call('HGET', KEYS[1], ARGV[i]))['status']
   if status ~= 'done' and status ~= 'failed' then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -71,12 +73,9 @@ PENDING = "jobs:pending"  # member "<job id> <i,j,...>", score: when a worker sh
 # Every time here is Redis's own (TIME), so hosts whose clocks disagree still agree on what is due.
 _NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6"
 
-# Schedules chunks (ARGV[3..]) ARGV[1] seconds from now; with ARGV[2] = 'XX' only those still pending.
-_SCHEDULE = _NOW + """
-for i = 3, #ARGV do
-  if ARGV[2] == 'XX' then redis.call('ZADD', KEYS[1], 'XX', now + ARGV[1], ARGV[i])
-  else redis.call('ZADD', KEYS[1], now + ARGV[1], ARGV[i]) end
-end
+# Re-schedules the chunks still pending (ARGV[2..]) ARGV[1] seconds from now.
+_RESCHEDULE = _NOW + """
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + ARGV[1], ARGV[i]) end
 """
 
 # Takes the chunks whose time has come and pushes their time on by the grace (ARGV[1]) rather than
@@ -116,7 +115,7 @@ class JobStore:
         self.requeue_after_s = requeue_after_s
         self._mark_running = redis.register_script(_MARK_RUNNING)
         self._finish = redis.register_script(_FINISH)
-        self._schedule = redis.register_script(_SCHEDULE)
+        self._reschedule = redis.register_script(_RESCHEDULE)
         self._claim_due = redis.register_script(_CLAIM_DUE)
 
     @staticmethod
@@ -141,21 +140,22 @@ class JobStore:
             fields[str(index)] = json.dumps(record)
         if len(failures) == total:
             fields["finished_at"] = now_iso()
+        seconds, micros = self.redis.time()  # Redis's clock, as the scripts use (see _NOW)
+        due = seconds + micros / 1e6 + self.dispatch_grace_s
         with self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
             for index, data in images.items():
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
-            members = [_chunk_member(job_id, chunk) for chunk in chunks]
-            if members:
-                self._schedule(keys=[PENDING], args=[self.dispatch_grace_s, "", *members], client=pipe)
+            for chunk in chunks:
+                pipe.zadd(PENDING, {_chunk_member(job_id, chunk): due})
             pipe.execute()
 
     def dispatched(self, job_id: str, chunks: list[list[int]]) -> None:
         """These chunks are on the queue: due again only if not finished within `requeue_after_s`."""
         if chunks:
             members = [_chunk_member(job_id, chunk) for chunk in chunks]
-            self._schedule(keys=[PENDING], args=[self.requeue_after_s, "XX", *members])
+            self._reschedule(keys=[PENDING], args=[self.requeue_after_s, *members])
 
     def claim_due(self) -> list[tuple[str, list[int]]]:
         """Pending chunks whose time has come (never queued, or queued and lost); each goes to one
@@ -179,15 +179,12 @@ class JobStore:
     def finish(self, job_id: str, results: dict[int, dict], model: dict, chunks: list[list[int]] | None = None) -> None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
         by default one chunk of exactly these images."""
-        args = [now_iso(), json.dumps(model), self.ttl_s]
+        chunks = [sorted(results)] if chunks is None else chunks
+        args = [now_iso(), json.dumps(model), self.ttl_s, json.dumps([_chunk_member(job_id, c) for c in chunks])]
         for index, record in results.items():
             args += [index, json.dumps(record)]
-        keys = [self.key(job_id), self.channel(job_id), *(self.image_key(job_id, i) for i in results)]
-        chunks = [sorted(results)] if chunks is None else chunks
-        with self.redis.pipeline() as pipe:  # MULTI/EXEC: results and the end of their chunks at once
-            self._finish(keys=keys, args=args, client=pipe)
-            pipe.zrem(PENDING, *(_chunk_member(job_id, chunk) for chunk in chunks))
-            pipe.execute()
+        keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
+        self._finish(keys=keys, args=args)
 
     def get(self, job_id: str) -> dict | None:
         """The job as clients see it (REST contract v1), or None if unknown or expired."""

@@ -6,8 +6,15 @@ import csv
 import os
 import subprocess
 import sys
+import time
+import uuid
 
-from client.classify import COLUMNS, PART_OVERHEAD, plan_jobs
+import pytest
+import requests
+from redis import Redis
+
+from client.classify import COLUMNS, PART_OVERHEAD, Refused, plan_jobs, wait
+from common.jobs import JobStore
 from common.settings import REPO
 from conftest import TIGHT_LIMITS, valid_images
 
@@ -24,6 +31,19 @@ def test_jobs_fit_the_limits_in_files_and_bytes(tmp_path):
                                                         ["6.jpg", "8.jpg"]]
     for job in jobs:
         assert sum(p.stat().st_size + PART_OVERHEAD for p in job) <= TIGHT_LIMITS["max_request_bytes"]
+    _, refused = plan_jobs([tmp_path / "gone.jpg"], TIGHT_LIMITS)  # listed, then deleted
+    assert "could not read" in refused[0][1]
+
+
+def test_a_job_that_never_finishes_fails_at_the_deadline(tight_server, settings):
+    """A job whose images wait with no task behind them: the long poll keeps answering 200
+    'queued', and the client must still give up at its deadline rather than poll forever."""
+    job_id = str(uuid.uuid4())
+    JobStore(Redis.from_url(settings.redis_url), ttl_s=60).create(job_id, ["a.jpg"], {0: b"bytes"}, {})
+    began = time.monotonic()
+    with pytest.raises(Refused, match="no result"):
+        wait(requests.Session(), f"{tight_server}/api/v1/jobs/{job_id}", deadline=began + 2)
+    assert time.monotonic() - began < 60  # a hang, not a slow machine, would break this
 
 
 def test_a_folder_is_classified_into_one_csv_row_per_file(tight_server, tmp_path):

@@ -2,6 +2,7 @@
 unreadable image is recorded as failed in its own slot so the rest of the job goes ahead."""
 from __future__ import annotations
 
+import logging
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from apiflask import abort
 from flask import current_app, request
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from common.jobs import failure
 from common.model_card import model_identity
@@ -17,6 +19,7 @@ from common.preprocess import ImageError, open_image
 from common.queue import CLASSIFY_TASK
 
 FIELD = "file"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -81,4 +84,7 @@ def submit(job: NewJob) -> None:
             jobs.finish(job.job_id, {i: failure("not_queued", message) for c in chunks[n:] for i in c}, model, chunks[n:])
             abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
                   extra_data={"code": "unavailable"})
-    jobs.dispatched(job.job_id, chunks)
+    try:
+        jobs.dispatched(job.job_id, chunks)
+    except RedisError:  # every chunk is queued: at worst a worker queues some again after the grace
+        log.warning("job %s: could not mark its chunks queued", job.job_id, exc_info=True)
