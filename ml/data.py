@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
+from torchvision.transforms import v2
 
 from common.preprocess import Preprocessing, preprocess
 
@@ -22,13 +23,16 @@ def read_classes(data_dir: Path) -> list[str]:
 def train_transform(size: int, mean, std) -> transforms.Compose:
     """Augmentation aimed at real photos: other framings and aspect ratios (random resized crops
     within 3/4..4/3, the range serving squeezes into), mirror images, other light and colour, a
-    camera held slightly askew, and the odd black-and-white photo."""
+    camera held slightly askew, black-and-white photos, and soft focus and heavy compression
+    (`python -m ml.robustness` found blur and low JPEG quality cost the most without them)."""
     return transforms.Compose([
         transforms.RandomResizedCrop(size, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)),
         transforms.RandomHorizontalFlip(),
         transforms.RandomApply([transforms.RandomRotation(10)], p=0.3),
         transforms.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
-        transforms.RandomGrayscale(p=0.05),
+        transforms.RandomGrayscale(p=0.1),
+        transforms.RandomApply([transforms.GaussianBlur(9, sigma=(0.1, 2.0))], p=0.2),
+        transforms.RandomApply([v2.JPEG((15, 95))], p=0.2),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
     ])
