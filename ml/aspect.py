@@ -11,18 +11,11 @@ Prints top-1 and top-3 of the served model for each; the square originals are th
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import io
-from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from common.preprocess import Preprocessing, to_array
-from common.settings import Settings
-from ml.data import ServedImages
-from worker.inference import Classifier, default_threads
+from ml.experiment import scores, served_valid
 
 WIDE = 16 / 9
 
@@ -39,27 +32,13 @@ def band(image: Image.Image, aspect: float) -> Image.Image:
     return image.crop((left, 0, left + width, side))
 
 
-def scores(classifier: Classifier, images: list[Image.Image], labels: np.ndarray, prep: Preprocessing) -> tuple[float, float]:
-    best3 = np.concatenate([
-        np.argsort(-classifier.session.run(None, {classifier.input_name: np.stack([to_array(im, prep) for im in images[i:i + 32]])})[0], axis=1)[:, :3]
-        for i in range(0, len(images), 32)])
-    return float((best3[:, 0] == labels).mean()), float((best3 == labels[:, None]).any(axis=1).mean())
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=Settings.from_env().model_path)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100/valid"))
-    args = parser.parse_args()
-    classifier = Classifier(args.model, str(Path(args.model).with_suffix(".json")), default_threads(1))
+    classifier, squares, labels, model = served_valid(__doc__)
     served = classifier.prep
-    samples = ServedImages(args.data, classifier.card["classes"], served).samples
-    squares = [Image.open(io.BytesIO(path.read_bytes())).convert("RGB") for path, _ in samples]
-    labels = np.array([label for _, label in samples])
     rules = {"squeeze": dataclasses.replace(served, max_aspect=float("inf")),
              "centre square": dataclasses.replace(served, max_aspect=1.0),
              f"trim to {served.max_aspect:.3g}, then squeeze (served)": served}
-    print(f"{len(samples)} valid photos, model {Path(args.model).name}\n")
+    print(f"{len(labels)} valid photos, model {model}\n")
     print("| photo | made square by | top-1 | top-3 |\n|---|---|---:|---:|")
     print("| square original | - | %.1f%% | %.1f%% |" % tuple(100 * s for s in scores(classifier, squares, labels, served)))
     for shape, aspect in (("16:9 band", WIDE), ("9:16 band", 1 / WIDE)):

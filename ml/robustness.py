@@ -8,20 +8,15 @@ large photos: `python -m bench.resize`.)
 """
 from __future__ import annotations
 
-import argparse
 import io
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
 from common.preprocess import decode_rgb
-from common.settings import Settings
-from ml.aspect import scores
-from ml.data import MAX_PIXELS, ServedImages
-from worker.inference import Classifier, default_threads
+from ml.data import MAX_PIXELS
+from ml.experiment import scores, served_valid
 
 
 def encoded(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
@@ -48,20 +43,13 @@ CHANGES: dict[str, Callable[[Image.Image], bytes]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=Settings.from_env().model_path)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100/valid"))
-    args = parser.parse_args()
-    classifier = Classifier(args.model, str(Path(args.model).with_suffix(".json")), default_threads(1))
+    classifier, photos, labels, model = served_valid(__doc__)
     prep = classifier.prep
-    samples = ServedImages(args.data, classifier.card["classes"], prep).samples
-    photos = [Image.open(path).convert("RGB") for path, _ in samples]
-    labels = np.array([label for _, label in samples])
     rows = []
     for name, change in tqdm(CHANGES.items(), desc="changes", unit="change"):
         served = [decode_rgb(change(photo), prep.size, MAX_PIXELS) for photo in photos]
         rows.append((name, *scores(classifier, served, labels, prep)))
-    print(f"\n{len(samples)} valid photos, model {Path(args.model).name}\n")
+    print(f"\n{len(labels)} valid photos, model {model}\n")
     print("| upload | top-1 | top-3 |\n|---|---:|---:|")
     for name, top1, top3 in rows:
         print(f"| {name} | {100 * top1:.1f}% | {100 * top3:.1f}% |")
