@@ -13,7 +13,7 @@ bp = APIBlueprint("legacy", __name__, tag="Legacy")
 
 # Failures that are not the image's fault answer 5xx (the client may send it again); every other
 # failure (not an image, corrupt, too large, ...) is the file's, 422.
-SERVICE_FAILURES = {"inference_error": 500, "image_expired": 503, "not_queued": 503}
+SERVICE_FAILURES = {"inference_error": 500, "image_expired": 503}  # (not_queued: submit answers 503 itself)
 
 
 def percent(confidence: float) -> float:
