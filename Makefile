@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 DATA ?= ../shared/data/sports100
+WILD ?= ../shared/data/wild-dev
 
-.PHONY: run test train export evaluate eda bench chromium clean
+.PHONY: run test train export evaluate calibrate eda bench chromium clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -32,10 +33,13 @@ train: $(VENV)/.dev
 	$(PY) -m ml.train --data $(DATA) $(ARGS)
 
 export: $(VENV)/.dev
-	$(PY) -m ml.export --data $(DATA) $(ARGS)
+	$(PY) -m ml.export --data $(DATA) --wild $(WILD) $(ARGS)
 
 evaluate: $(VENV)/.dev
-	$(PY) -m ml.evaluate --data $(DATA)/valid $(ARGS)
+	$(PY) -m ml.evaluate --set valid=$(DATA)/valid --set wild-dev=$(WILD) $(ARGS)
+
+calibrate: $(VENV)/.dev
+	$(PY) -m ml.calibrate --valid $(DATA)/valid --wild $(WILD) $(ARGS)
 
 eda: $(VENV)/.dev
 	$(PY) -m ml.eda --data $(DATA) $(ARGS)

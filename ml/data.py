@@ -20,21 +20,26 @@ def read_classes(data_dir: Path) -> list[str]:
     return [line.strip() for line in (data_dir / "classes.txt").read_text().splitlines() if line.strip()]
 
 
-def train_transform(size: int, mean, std) -> transforms.Compose:
+def train_transform(size: int, mean, std, crop_scale: float = 0.25, trivial_augment: bool = False,
+                    erasing: float = 0.0) -> transforms.Compose:
     """Augmentation aimed at real photos: other framings and aspect ratios (random resized crops
     within 3/4..4/3, the range serving squeezes into), mirror images, other light and colour, a
     camera held slightly askew, black-and-white photos, and soft focus and heavy compression
-    (`python -m ml.robustness` found blur and low JPEG quality cost the most without them)."""
+    (`python -m ml.robustness` found blur and low JPEG quality cost the most without them).
+    A small `crop_scale` shows close-ups (the ball alone is still the sport); TrivialAugment and
+    random erasing are the real-photo candidates measured in ml/EXPERIMENTS.md."""
     return transforms.Compose([
-        transforms.RandomResizedCrop(size, scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3)),
+        transforms.RandomResizedCrop(size, scale=(crop_scale, 1.0), ratio=(3 / 4, 4 / 3)),
         transforms.RandomHorizontalFlip(),
         transforms.RandomApply([transforms.RandomRotation(10)], p=0.3),
         transforms.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
         transforms.RandomGrayscale(p=0.1),
         transforms.RandomApply([transforms.GaussianBlur(9, sigma=(0.1, 2.0))], p=0.2),
         transforms.RandomApply([v2.JPEG((15, 95))], p=0.2),
+        *([transforms.TrivialAugmentWide()] if trivial_augment else []),
         transforms.ToTensor(),
         transforms.Normalize(mean, std),
+        *([transforms.RandomErasing(p=erasing, value="random")] if erasing else []),
     ])
 
 
@@ -60,6 +65,27 @@ class TrainImages(datasets.ImageFolder):
         for t in self.transform.transforms:
             if isinstance(t, transforms.RandomResizedCrop):
                 t.size = (size, size)
+
+
+class ExtraImages(Dataset):
+    """Photos for some of the classes (folder = exact class name), augmented like the training split."""
+
+    def __init__(self, root: Path, classes: list[str], transform):
+        index = {name: i for i, name in enumerate(classes)}
+        self.transform = transform
+        self.samples = []
+        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+            if folder.name not in index:
+                raise ValueError(f"{folder.name!r} is not one of the model's classes")
+            self.samples += [(str(f), index[folder.name]) for f in sorted(folder.iterdir()) if f.is_file()]
+        self.targets = [label for _, label in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[i]
+        return self.transform(_rgb_loader(path)), label
 
 
 class ServedImages(Dataset):

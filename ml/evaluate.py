@@ -1,10 +1,11 @@
 """Evaluates an exported ONNX model on any folder-per-class image tree, through the worker's own
 code (its preprocessing and its ONNX Runtime session), so the figures are what the service gives.
 
-    python -m ml.evaluate --model models/sports100-lite0-int8.onnx --data ../shared/data/sports100/valid --out ml/reports/valid
+    python -m ml.evaluate   # the served model on valid and wild-dev; reports in ml/reports/<set>
+    python -m ml.evaluate --model models/sports100-lite0.onnx --set mine=path/to/photos --reports /tmp/r
 
 Writes report.json (top-1, top-3, per-class precision/recall/F1, most confused pairs),
-summary.md and confusion.png.
+summary.md, confusion.png and misses.png (a contact sheet of the photos it got wrong).
 """
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ from tqdm import tqdm
 from common.preprocess import ImageError, preprocess
 from common.settings import Settings
 from ml.data import MAX_PIXELS, ServedImages
-from ml.plots import plot_confusion
+from ml.plots import plot_confusion, plot_contact_sheet
 from worker.inference import Classifier
 
 BATCH = 32
+# valid: the data set's own photos; wild-dev: real-world photos of 13 sports, for measuring only.
+DEFAULT_SETS = {"valid": Path("../shared/data/sports100/valid"), "wild-dev": Path("../shared/data/wild-dev")}
 
 
-def predict_all(classifier: Classifier, samples: list[tuple[Path, int]]) -> tuple[np.ndarray, list[str]]:
-    """Top-3 class indices per image (-1 for an unreadable file, counted as wrong)."""
-    classes = classifier.card["classes"]
-    best3 = np.full((len(samples), 3), -1)
+def predict_probabilities(classifier: Classifier, samples: list[tuple[Path, int]]) -> tuple[np.ndarray, list[str]]:
+    """The model's raw class probabilities per image (a row of NaN for an unreadable file)."""
+    probabilities = np.full((len(samples), len(classifier.card["classes"])), np.nan, dtype=np.float32)
     unreadable = []
     for start in tqdm(range(0, len(samples), BATCH), desc="evaluate", unit="batch"):
         rows, arrays = [], []
@@ -38,9 +40,15 @@ def predict_all(classifier: Classifier, samples: list[tuple[Path, int]]) -> tupl
             except ImageError as exc:
                 unreadable.append(f"{path}: {exc.message}")
         if arrays:
-            for row, top3 in zip(rows, classifier.top3(np.stack(arrays))):
-                best3[row] = [classes.index(p["label"]) for p in top3]
-    return best3, unreadable
+            probabilities[rows] = classifier.probabilities(np.stack(arrays))
+    return probabilities, unreadable
+
+
+def best_three(probabilities: np.ndarray) -> np.ndarray:
+    """Top-3 class indices per image, -1 for an unreadable one (counted as wrong)."""
+    best3 = np.argsort(-np.nan_to_num(probabilities, nan=-1), axis=1)[:, :3]
+    best3[np.isnan(probabilities).any(axis=1)] = -1
+    return best3
 
 
 def report(best3: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
@@ -80,28 +88,53 @@ def evaluate(model_path: Path, data: Path, out: Path | None = None, threads: int
     classifier = Classifier(str(model_path), str(model_path.with_suffix(".json")), threads)
     classes = classifier.card["classes"]
     samples = ServedImages(data, classes, classifier.prep).samples
-    best3, unreadable = predict_all(classifier, samples)
-    result = report(best3, np.array([label for _, label in samples]), classes)
+    probabilities, unreadable = predict_probabilities(classifier, samples)
+    best3, labels = best_three(probabilities), np.array([label for _, label in samples])
+    result = report(best3, labels, classes)
     result["unreadable"] = unreadable
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(result, indent=1))
         (out / "summary.md").write_text(summary_markdown(result, classifier.identity, data))
         plot_confusion(np.array(result["confusion_matrix"]), classes, out / "confusion.png")
+        misses = [(path, f"{classes[truth]} → {classes[guess]} ({probabilities[i, guess]:.2f})" if guess >= 0 else "unreadable")
+                  for i, ((path, truth), guess) in enumerate(zip(samples, best3[:, 0])) if guess != truth]
+        plot_contact_sheet(misses, out / "misses.png", f"{len(misses)} misses of {len(samples)} (true → predicted)")
     return result
+
+
+def record_metrics(model: Path, sets: dict[str, Path]) -> dict:
+    """Measures the model on each named set and writes the figures into its card."""
+    card_path = model.with_suffix(".json")
+    metrics = {name: {key: (round(value, 4) if isinstance(value, float) else value) for key, value in result.items()
+                      if key in ("images", "top1", "top3")}
+               for name, result in ((name, evaluate(model, data)) for name, data in sets.items())}
+    card = json.loads(card_path.read_text())
+    card["metrics"] = card.get("metrics", {}) | metrics
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    return metrics
+
+
+def named_set(text: str) -> tuple[str, Path]:
+    name, _, path = text.partition("=")
+    if not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FOLDER, got {text!r}")
+    return name, Path(path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path(Settings.from_env().model_path), help="default: the served model")
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100/valid"))
-    parser.add_argument("--out", type=Path, default=Path("ml/reports/valid"))
+    parser.add_argument("--set", type=named_set, action="append", dest="sets", metavar="NAME=FOLDER",
+                        help=f"a folder-per-class tree to measure on; default: {' '.join(f'{k}={v}' for k, v in DEFAULT_SETS.items())}")
+    parser.add_argument("--reports", type=Path, default=Path("ml/reports"), help="each set's report goes to REPORTS/NAME")
     args = parser.parse_args()
-    try:
-        result = evaluate(args.model, args.data, args.out)
-    except ValueError as exc:  # e.g. a folder not named after a class: a message, not a traceback
-        raise SystemExit(str(exc)) from None
-    print(f"top-1 {result['top1']:.2%}  top-3 {result['top3']:.2%}  on {result['images']} images -> {args.out}")
+    for name, data in args.sets or DEFAULT_SETS.items():
+        try:
+            result = evaluate(args.model, data, args.reports / name)
+        except (ValueError, FileNotFoundError) as exc:  # e.g. a folder not named after a class: a message, not a traceback
+            raise SystemExit(f"{name}: {exc}") from None
+        print(f"{name}: top-1 {result['top1']:.2%}  top-3 {result['top3']:.2%}  on {result['images']} images -> {args.reports / name}")
 
 
 if __name__ == "__main__":

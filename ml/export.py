@@ -26,7 +26,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from common.preprocess import Preprocessing, preprocess
 from ml.data import MAX_PIXELS
-from ml.evaluate import evaluate
+from ml.calibrate import calibrate
+from ml.evaluate import record_metrics
 from ml.model import WithSoftmax, build_model
 
 PARITY_TOLERANCE = 1e-4
@@ -142,15 +143,6 @@ def write_card(path: Path, ckpt: dict, history: list[dict], name: str, version: 
     return card
 
 
-def add_metrics(model: Path, valid: Path) -> dict:
-    card_path = model.with_suffix(".json")
-    result = evaluate(model, valid)
-    card = json.loads(card_path.read_text())
-    card["metrics"] = {"valid": {"images": result["images"], "top1": round(result["top1"], 4), "top3": round(result["top3"], 4)}}
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
-    return card["metrics"]["valid"]
-
-
 def serving_choice(fp32_card: dict, int8_card: dict) -> str:
     """The file the service should load (README, Settings.model_path): the INT8 model where it is
     faster and loses at most MAX_INT8_TOP1_LOSS of top-1 on valid, else the FP32 one."""
@@ -167,6 +159,7 @@ def main() -> None:
     parser.add_argument("--name", default="sports100-lite0")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument("--wild", type=Path, default=Path("../shared/data/wild-dev"), help="real-world photos, measured only")
     parser.add_argument("--no-int8", action="store_true")
     args = parser.parse_args()
 
@@ -178,7 +171,9 @@ def main() -> None:
     export_onnx(model, prep.size, fp32)
     diff = check_parity(model, fp32, sample_inputs(args.data / "valid", prep, 64, step=7))
     write_card(fp32, ckpt, history, args.name, args.version, {"precision": "fp32", "parity_max_abs_diff": diff})
-    print(f"{fp32}: checker ok, max |ONNX - PyTorch| = {diff:.2e}, valid {add_metrics(fp32, args.data / 'valid')}")
+    sets = {"valid": args.data / "valid", "wild-dev": args.wild}
+    print(f"{fp32}: checker ok, max |ONNX - PyTorch| = {diff:.2e}, {record_metrics(fp32, sets)}")
+    print(f"calibration: {calibrate(fp32, args.data / 'valid', args.wild)}")
     if args.no_int8:
         return
     int8 = args.out / f"{args.name}-int8.onnx"
@@ -190,7 +185,8 @@ def main() -> None:
     write_card(int8, ckpt, history, f"{args.name}-int8", args.version,
                {"precision": "int8", "quantization": "static QDQ, per-channel int8 weights, uint8 activations, "
                 f"calibrated on {args.calibration_images} training images", "speed_images_per_s_batch16_2threads": speed})
-    print(f"{int8}: valid {add_metrics(int8, args.data / 'valid')}, images/s at batch 16, 2 threads: {speed}")
+    print(f"{int8}: {record_metrics(int8, sets)}, images/s at batch 16, 2 threads: {speed}")
+    print(f"calibration: {calibrate(int8, args.data / 'valid', args.wild)}")
     choice = serving_choice(json.loads(fp32.with_suffix(".json").read_text()), json.loads(int8.with_suffix(".json").read_text()))
     print(f"serve {choice} (common/settings.py's model_path; tests/test_ml.py checks the two agree)")
 

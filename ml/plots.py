@@ -39,3 +39,41 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_contact_sheet(items: list[tuple[Path, str]], path: Path, title: str, columns: int = 8, limit: int = 64) -> None:
+    """Thumbnails with a caption each: the misses at a glance."""
+    from PIL import Image
+
+    shown = items[:limit]
+    rows = max(1, -(-len(shown) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image_path, caption) in zip(axes.flat, shown):
+        with Image.open(image_path) as image:
+            image.thumbnail((200, 200))
+            ax.imshow(image.convert("RGB"))
+        ax.set_title(caption, fontsize=6.5, wrap=True)
+    fig.suptitle(title + (f" (first {limit})" if len(items) > limit else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_risk_coverage(curves: dict[str, tuple], threshold: float, target: float, path: Path) -> None:
+    """Accuracy of the answers kept against the share kept, as the confidence threshold falls."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, (thresholds, accuracy, coverage) in curves.items():
+        ax.plot(coverage, accuracy, label=name)
+        kept = thresholds >= threshold
+        if kept.any():
+            ax.plot(coverage[kept][-1], accuracy[kept][-1], "o", color=ax.lines[-1].get_color())
+    ax.axhline(target, ls="--", color="grey", label=f"target {target:.0%}")
+    ax.set(xlabel="coverage (share of photos answered as confident)", ylabel="accuracy of confident answers",
+           title=f"Risk-coverage; dots: threshold {threshold:.2f}", ylim=(0.5, 1.01))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

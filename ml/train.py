@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from common.preprocess import Preprocessing
-from ml.data import ServedImages, TrainImages, class_weights, read_classes, train_transform
+from ml.data import ExtraImages, ServedImages, TrainImages, class_weights, read_classes, train_transform
 from ml.model import ARCHITECTURES, build_model, freeze, set_train_mode
 from ml.plots import plot_curves
 
@@ -62,6 +63,13 @@ class Config:
     max_steps: int = 0  # >0: stop each epoch after this many steps, for smoke tests
     pretrained: bool = True
     resume: bool = False
+    # Real-photo candidates (ml/EXPERIMENTS.md): extra training photos, closer crops, stronger augmentation.
+    extra_data: str = ""  # a folder per class for some classes (e.g. ../shared/data/real-train); "" = none
+    crop_scale: float = 0.25  # smallest random crop, as a share of the photo's area
+    trivial_augment: bool = False
+    erasing: float = 0.0  # random-erasing probability
+    mix: float = 0.0  # probability that a batch is mixed by MixUp or CutMix
+    wild: str = ""  # reported each epoch beside valid (e.g. ../shared/data/wild-dev); never used for selection
 
 
 def seed_everything(seed: int) -> None:
@@ -81,7 +89,7 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, loader) -> dict:
+def evaluate(model, loader, prefix: str = "valid") -> dict:
     model.eval()
     loss, top1, top3, n = 0.0, 0, 0, 0
     for images, labels in loader:
@@ -91,19 +99,23 @@ def evaluate(model, loader) -> dict:
         top1 += (best3[:, 0] == labels).sum().item()
         top3 += (best3 == labels[:, None]).any(dim=1).sum().item()
         n += len(labels)
-    return {"valid_loss": loss / n, "valid_top1": top1 / n, "valid_top3": top3 / n}
+    return {f"{prefix}_loss": loss / n, f"{prefix}_top1": top1 / n, f"{prefix}_top3": top3 / n}
 
 
 def train_one_epoch(model, ema, loader, optimizer, scheduler, weights, cfg: Config, desc: str) -> dict:
     set_train_mode(model, cfg.frozen_blocks)
+    mixer = v2.RandomChoice([v2.MixUp(num_classes=len(weights)), v2.CutMix(num_classes=len(weights))])
     loss_sum, correct, n = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
     for step, (images, labels) in enumerate(bar):
         if cfg.max_steps and step >= cfg.max_steps:
             break
+        targets = labels
+        if cfg.mix and random.random() < cfg.mix:
+            images, targets = mixer(images, labels)  # soft targets; accuracy still counts the hard labels
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
             logits = model(images)
-            loss = F.cross_entropy(logits, labels, weight=weights, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits, targets, weight=weights, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,17 +143,26 @@ def train(cfg: Config) -> dict:
     arch = ARCHITECTURES[cfg.arch]
     prep = Preprocessing(cfg.size, arch.mean, arch.std)
 
-    train_set = TrainImages(data / "train", classes, train_transform(cfg.low_res, arch.mean, arch.std), cfg.limit_per_class)
+    transform = train_transform(cfg.low_res, arch.mean, arch.std, cfg.crop_scale, cfg.trivial_augment, cfg.erasing)
+    train_set = TrainImages(data / "train", classes, transform, cfg.limit_per_class)
+    targets = list(train_set.targets)
+    train_data = train_set
+    if cfg.extra_data:  # same transform object, so progressive resizing reaches these photos too
+        extra = ExtraImages(Path(cfg.extra_data), classes, transform)
+        train_data, targets = ConcatDataset([train_set, extra]), targets + extra.targets
     valid_set = ServedImages(data / "valid", classes, prep, cfg.limit_per_class)
     valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    weights = class_weights(train_set.targets, len(classes))
+    wild_loader = (DataLoader(ServedImages(Path(cfg.wild), classes, prep), batch_size=cfg.batch_size, num_workers=cfg.workers)
+                   if cfg.wild else None)
+    # The loss weights balance the classes again when extra photos make some more frequent.
+    weights = class_weights(targets, len(classes))
 
     model = build_model(cfg.arch, len(classes), cfg.dropout, cfg.pretrained)
     freeze(model, cfg.frozen_blocks)
     # use_buffers: the average carries batch-norm statistics too, so it can be validated as is.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
     if cfg.max_steps:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps)
     warmup, total = int(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
@@ -163,11 +184,13 @@ def train(cfg: Config) -> dict:
         size = epoch_size(cfg, epoch)
         train_set.set_size(size)
         generator = torch.Generator().manual_seed(cfg.seed + epoch)  # same order on resume
-        loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, generator=generator,
-                            num_workers=cfg.workers, drop_last=len(train_set) > cfg.batch_size)
+        loader = DataLoader(train_data, batch_size=cfg.batch_size, shuffle=True, generator=generator,
+                            num_workers=cfg.workers, drop_last=len(train_data) > cfg.batch_size)
         began = time.time()
         stats = train_one_epoch(model, ema, loader, optimizer, scheduler, weights, cfg, f"epoch {epoch + 1}/{cfg.epochs} @{size}px")
         stats |= evaluate(ema.module, valid_loader)
+        if wild_loader is not None:
+            stats |= evaluate(ema.module, wild_loader, "wild")
         stats |= {"epoch": epoch + 1, "size": size, "seconds": round(time.time() - began, 1)}
         history.append(stats)
         print(json.dumps(stats))

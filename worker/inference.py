@@ -11,6 +11,13 @@ from common.preprocess import Preprocessing
 from common.settings import cores
 
 
+def calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of softmax outputs: the same ranking, probabilities that mean what they say."""
+    logits = np.log(np.clip(probabilities, 1e-12, 1)) / temperature
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
 def default_threads(processes: int) -> int:
     """Threads per session such that all worker processes together use each core once."""
     return max(1, cores() // max(1, processes))
@@ -33,10 +40,19 @@ class Classifier:
         self.input_name = self.session.get_inputs()[0].name
         self.prep = Preprocessing.from_card(self.card)
         self.identity = model_identity(self.card)
+        # A card without a calibration (older models) keeps the raw probabilities and calls every answer confident.
+        calibration = self.card.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.threshold = float(calibration.get("confident_threshold", 0.0))
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) float32 -> (N, classes): the model's own softmax output."""
+        return self.session.run(None, {self.input_name: batch})[0]
 
     def top3(self, batch: np.ndarray) -> list[list[dict]]:
-        """(N, 3, H, W) float32 -> for each image its three most likely sports, most likely first."""
-        probabilities = self.session.run(None, {self.input_name: batch})[0]
+        """(N, 3, H, W) float32 -> for each image its three most likely sports, most likely first,
+        with calibrated confidences."""
+        probabilities = calibrated(self.probabilities(batch), self.temperature)
         best = np.argsort(-probabilities, axis=1)[:, :3]
         return [
             [{"label": self.card["classes"][c], "display_name": self.card["display_names"][c],
