@@ -41,7 +41,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_contact_sheet(items: list[tuple[Path, str]], path: Path, title: str, columns: int = 8, limit: int = 64) -> None:
+def plot_contact_sheet(items: list[tuple[Path, str]], path: Path, title: str, columns: int = 8, limit: int = 48) -> None:
     """Thumbnails with a caption each: the misses at a glance."""
     from PIL import Image
 
@@ -57,7 +57,7 @@ def plot_contact_sheet(items: list[tuple[Path, str]], path: Path, title: str, co
         ax.set_title(caption, fontsize=6.5, wrap=True)
     fig.suptitle(title + (f" (first {limit})" if len(items) > limit else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=60)
     plt.close(fig)
 
 
