@@ -14,10 +14,11 @@ import pytest
 from common.model_card import load_card
 from common.settings import REPO, Settings
 from conftest import DATA
-from ml import export
+from ml import calibrate, export
 from ml.data import read_classes
 from ml.evaluate import evaluate
 from ml.train import Config, train
+from worker.inference import calibrated
 
 SHIPPED = sorted((REPO / "models").glob("*.onnx"))
 
@@ -104,3 +105,33 @@ def test_torchvision_b0_option_trains_one_step():
     loss.backward()
     assert model.features[0][0].weight.grad is None  # frozen stem
     assert model.classifier[1].weight.grad is not None
+
+
+# INT8 kernels differ by instruction set (with or without AVX512-VNNI), which moves a few borderline
+# photos; FP32 gives the same answers everywhere.
+@pytest.mark.parametrize("name, tolerance", [("sports100-lite0", 0.0), ("sports100-lite0-int8", 0.006)])
+def test_shipped_card_matches_a_fresh_evaluation_on_valid(name, tolerance):
+    card = load_card(REPO / "models" / f"{name}.json")
+    result = evaluate(REPO / "models" / f"{name}.onnx", DATA / "valid")
+    assert result["images"] == card["metrics"]["valid"]["images"]
+    assert abs(result["top1"] - card["metrics"]["valid"]["top1"]) <= tolerance + 1e-9
+    assert abs(result["top3"] - card["metrics"]["valid"]["top3"]) <= tolerance + 1e-9
+
+
+def test_the_threshold_is_the_lowest_confidence_whose_answers_meet_the_target():
+    confidence = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6])
+    correct = np.array([True, True, True, False, True, False])
+    assert calibrate.choose_threshold(confidence, correct, target=0.75) == 0.7  # 4 of the top 5 right
+    assert calibrate.choose_threshold(confidence, correct, target=1.0) == 0.9
+    assert calibrate.choose_threshold(confidence, ~correct, target=0.99) == 1.0  # nothing qualifies
+
+
+def test_temperature_scaling_keeps_the_ranking_and_the_shipped_calibration_is_complete():
+    card = load_card(REPO / "models" / "sports100-lite0-int8.json")
+    calibration = card["calibration"]
+    assert 0 < calibration["temperature"] and 0 < calibration["confident_threshold"] <= 1
+    assert set(calibration["ece"]) == {"valid", "wild-dev"}
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]])
+    scaled = calibrated(probabilities, calibration["temperature"])
+    assert np.allclose(scaled.sum(axis=1), 1)
+    assert (np.argsort(scaled, axis=1) == np.argsort(probabilities, axis=1)).all()
