@@ -66,7 +66,6 @@ def register(app: APIFlask, settings: Settings) -> None:
     # Each error response is declared with its codes (`errors`); none are guessed by APIFlask.
     app.config.update(AUTO_404_RESPONSE=False, AUTO_VALIDATION_ERROR_RESPONSE=False, AUTO_AUTH_ERROR_RESPONSE=False)
     app.config["HTTP_ERROR_SCHEMA"] = app.config["VALIDATION_ERROR_SCHEMA"] = ERROR_REF
-    app.config["SWAGGER_UI_CONFIG"] = {"validatorUrl": None}  # the badge would call an outside service
 
     @app.spec_processor
     def finish(spec: dict) -> dict:

@@ -28,3 +28,4 @@ def use_local_docs_assets(app: APIFlask) -> None:
     app.config["SWAGGER_UI_BUNDLE_JS"] = f"{DOCS_ASSETS}/swagger-ui-bundle.js"
     app.config["SWAGGER_UI_STANDALONE_PRESET_JS"] = f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js"
     app.config["DOCS_FAVICON"] = f"{DOCS_ASSETS}/favicon-32x32.png"
+    app.config["SWAGGER_UI_CONFIG"] = {"validatorUrl": None}  # its badge would call an outside service
