@@ -34,7 +34,7 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large", 413, "a request body over `max_request_bytes`"
     UNPROCESSABLE_ENTITY = "unprocessable_entity", 422, "a parameter of the wrong type (for example `?wait=soon`)"
     INVALID_WAIT = "invalid_wait", 422, "`?wait=` outside 0..30 seconds"
-    TOO_MANY_REQUESTS = "too_many_requests", 429, "this client sent more submissions than the rate limit; see Retry-After"
+    TOO_MANY_REQUESTS = "too_many_requests", 429, "this client sent more submissions than `RATE_LIMIT` allows"
     INTERNAL_ERROR = "internal_error", 500, "a fault on the service's side"
     OVERLOADED = "overloaded", 503, "the queue is full; try again after Retry-After seconds"
     UNAVAILABLE = "unavailable", 503, "Redis or the queue is unreachable; try again after Retry-After seconds"

@@ -62,7 +62,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:  # Pillow's own guard, far above ours
         raise ImageError(ErrorCode.IMAGE_TOO_LARGE, f"the image is over the limit of {max_pixels:,} pixels") from None
     except UnidentifiedImageError:
-        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image (expected one of {', '.join(FORMATS)})") from None
+        expected = ", ".join(FORMATS)
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image (expected one of {expected})") from None
     except Exception as exc:  # any decoder's complaint about a header is the client's file, not a 500
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image ({type(exc).__name__})") from None
     width, height = image.size

@@ -45,8 +45,8 @@ KINDS = {int: "a whole number (int)", float: "a number (float)", str: "text"}
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for jobs, queue and rate limits "
-                             "(`make run` starts its own when unset); redis://:password@host:6379/0 and rediss:// work")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for jobs, queue and rate limits; unset: `make run` "
+                             "starts its own (redis://:password@host/0 and rediss:// work)")
     # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
     model_path: str = setting(str(REPO / "models" / "sports100-lite0-int8.onnx"),
                               "the ONNX model; its card is the same path with .json")

@@ -115,7 +115,8 @@ def test_security_scheme_only_with_an_api_key(app, keyed_app):
     assert all("security" not in op and "401" not in op["responses"] for _, op in operations(spec))
 
     keyed = document(keyed_app)
-    assert keyed["components"]["securitySchemes"]["ApiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    scheme = keyed["components"]["securitySchemes"]["ApiKeyAuth"]
+    assert scheme == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
     guarded = {name for name, op in operations(keyed) if op.get("security") == [{"ApiKeyAuth": []}]}
     assert guarded == {name for name, op in operations(keyed) if "401" in op["responses"]}
     assert {"POST /api/v1/jobs", "POST /predict"} <= guarded and "GET /api/v1/jobs/{job_id}" not in guarded

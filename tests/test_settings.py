@@ -87,8 +87,8 @@ def get_json(url: str) -> dict | None:
 
 def test_env_example_lists_every_setting_at_its_default():
     example = (REPO / ".env.example").read_text()
-    assert example == env_example(), ("out of date; regenerate it with: python -c "
-                                      "'from common.settings import env_example; print(env_example(), end=\"\")' > .env.example")
+    regenerate = "python -c 'from common.settings import env_example; print(env_example(), end=\"\")' > .env.example"
+    assert example == env_example(), f"out of date; regenerate it with: {regenerate}"
     # Each setting once, and uncommented the lines give the defaults (paths relative to the repo).
     assignments = [line.removeprefix("# ").split("=", 1) for line in example.splitlines() if "=" in line]
     values = {name: value for name, value in assignments if name in SETTING_NAMES}

@@ -51,7 +51,8 @@ def find_job(job_id: str, wait_s: float) -> dict:
 @bp.input(schemas.UploadIn, location="files", validation=False, examples=examples.UPLOAD)
 @bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)",
            example=examples.JOB_ACCEPTED, headers=schemas.LocationHeader)
-@bp.doc(summary="Submit images for classification", description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`",
+@bp.doc(summary="Submit images for classification",
+        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`",
         responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS))
 def create_job(files_data):
     job = read_upload(current_app.extensions["settings"].max_images_per_job)

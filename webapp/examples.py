@@ -29,7 +29,8 @@ JOB_DONE = {
             {"label": "water polo", "display_name": "Water Polo", "confidence": 0.011},
             {"label": "sailboat racing", "display_name": "Sailboat Racing", "confidence": 0.006}]},
         {"index": 1, "filename": "notes.txt", "status": "failed", "top3": [],
-         "error": {"code": "not_an_image", "message": "not a readable image (expected one of JPEG, PNG, GIF, WEBP, BMP, TIFF)"}},
+         "error": {"code": "not_an_image",
+                   "message": "not a readable image (expected one of JPEG, PNG, GIF, WEBP, BMP, TIFF)"}},
     ],
 }
 

@@ -55,8 +55,8 @@ def _check_backlog() -> None:
     depth = redis.llen(CELERY_QUEUE)
     used_mb = redis.info("memory")["used_memory"] / 2**20
     if depth >= settings.max_queue_depth or used_mb >= settings.max_redis_mb:
-        fail(ErrorCode.OVERLOADED, f"the service is busy ({depth} batches, {used_mb:.0f} MB waiting); try again shortly",
-             headers={"Retry-After": "10"})
+        message = f"the service is busy ({depth} batches, {used_mb:.0f} MB waiting); try again shortly"
+        fail(ErrorCode.OVERLOADED, message, headers={"Retry-After": "10"})
 
 
 def submission(view):

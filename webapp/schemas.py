@@ -6,6 +6,7 @@ from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf
 
 from common.error_codes import ErrorCode
+from webapp import examples
 
 IMAGE_STATUSES = ["queued", "running", "done", "failed"]
 
@@ -39,8 +40,8 @@ class JobAccepted(Schema):
 
 
 class LocationHeader(Schema):
-    location = String(required=True, data_key="Location", metadata={"description": "the job's status_url",
-                                                                     "example": "/api/v1/jobs/0b6f2c1e-5d4a-4f7e-9c3b-2a8d1e6f4b90"})
+    location = String(required=True, data_key="Location",
+                      metadata={"description": "the job's status_url", "example": examples.STATUS_URL})
 
 
 class Prediction(Schema):

@@ -22,7 +22,8 @@ def health():
 @bp.output(schemas.ReadyOut, description="Redis is reachable and a worker has the model loaded", example=examples.READY)
 @bp.doc(summary="Ready to classify", responses={503: {  # not ready: the same document, not an error
     "description": "Redis unreachable or no worker with a model",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyOut"}, "example": examples.NOT_READY}}}})
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyOut"},
+                                     "example": examples.NOT_READY}}}})
 def ready():
     redis = current_app.extensions["redis"]
     try:

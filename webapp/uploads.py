@@ -83,7 +83,8 @@ def submit(job: NewJob) -> None:
             jobs.dispatched(job.job_id, chunks[:n])
             message = "the queue was unreachable; send this image again"
             model = model_identity(current_app.extensions["model_card"])
-            jobs.finish(job.job_id, {i: failure(ErrorCode.NOT_QUEUED, message) for c in chunks[n:] for i in c}, model, chunks[n:])
+            failed = {i: failure(ErrorCode.NOT_QUEUED, message) for c in chunks[n:] for i in c}
+            jobs.finish(job.job_id, failed, model, chunks[n:])
             fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
     try:
         jobs.dispatched(job.job_id, chunks)

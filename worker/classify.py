@@ -26,7 +26,8 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
         return
     if attempt > MAX_ATTEMPTS:
         message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
-        store.finish(job_id, {i: failure(ErrorCode.WORKER_CRASHED, message) for i in indices}, classifier.identity, [indices])
+        failed = {i: failure(ErrorCode.WORKER_CRASHED, message) for i in indices}
+        store.finish(job_id, failed, classifier.identity, [indices])
         return
     results, inputs = {}, {}
     for index, data in zip(indices, store.images(job_id, indices)):
@@ -48,7 +49,8 @@ def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str)
         predictions = classifier.top3(np.stack(list(inputs.values())))
     except Exception:  # the runtime failing must end these images visibly, not leave them running
         log.exception("job %s: inference failed", job_id)
-        return {index: failure(ErrorCode.INFERENCE_ERROR, "the model could not classify this image") for index in inputs}
+        message = "the model could not classify this image"
+        return {index: failure(ErrorCode.INFERENCE_ERROR, message) for index in inputs}
     return {index: success(top3) for index, top3 in zip(inputs, predictions)}
 
 
