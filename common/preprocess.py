@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from common.error_codes import ErrorCode
+
 # Only the formats people send as photos: Pillow would also open EPS (through Ghostscript) and other
 # rarely used decoders, each one more attack surface. (Cameras' MPO files open as JPEG.)
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
@@ -21,7 +23,7 @@ RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": I
 class ImageError(ValueError):
     """An upload that is not a usable image; `code` is the stable machine-readable reason."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: ErrorCode, message: str):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -54,19 +56,20 @@ class Preprocessing:
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Reads the header only (cheap): format and size are known, no pixels are decoded yet."""
     if not data:
-        raise ImageError("empty_file", "the file is empty")
+        raise ImageError(ErrorCode.EMPTY_FILE, "the file is empty")
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError:  # Pillow's own guard, far above ours
-        raise ImageError("image_too_large", f"the image is over the limit of {max_pixels:,} pixels") from None
+        raise ImageError(ErrorCode.IMAGE_TOO_LARGE, f"the image is over the limit of {max_pixels:,} pixels") from None
     except UnidentifiedImageError:
-        raise ImageError("not_an_image", f"not a readable image (expected one of {', '.join(FORMATS)})") from None
+        expected = ", ".join(FORMATS)
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image (expected one of {expected})") from None
     except Exception as exc:  # any decoder's complaint about a header is the client's file, not a 500
-        raise ImageError("not_an_image", f"not a readable image ({type(exc).__name__})") from None
+        raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image ({type(exc).__name__})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
-            "image_too_large", f"{width}x{height} pixels is over the limit of {max_pixels:,} pixels"
+            ErrorCode.IMAGE_TOO_LARGE, f"{width}x{height} pixels is over the limit of {max_pixels:,} pixels"
         )
     return image
 
@@ -83,7 +86,7 @@ def decode_rgb(data: bytes, size: int, max_pixels: int) -> Image.Image:
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright photo
         return _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageError("corrupt_image", f"the image could not be decoded ({exc})") from None
+        raise ImageError(ErrorCode.CORRUPT_IMAGE, f"the image could not be decoded ({exc})") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -1,14 +1,19 @@
 """Every setting of the web app and the workers, read from the environment in this one place.
 
-Tests and tools pass overrides instead; a deployment sets variables (see README, "Configuration").
+Tests and tools pass overrides instead; a deployment sets variables (see README, "Configuration");
+`make run` also reads a .env file (`dotenv_exports`), whose template .env.example comes from here.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-from dataclasses import dataclass
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
+
+from dotenv import dotenv_values
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,44 +31,61 @@ def cores() -> int:
     return count
 
 
+def setting(default, meaning: str):
+    """A settings field with the one-line meaning that .env.example shows beside it."""
+    return field(default=default, metadata={"meaning": meaning})
+
+
+class SettingError(ValueError):
+    """A variable whose value is not of its setting's type; the message names both."""
+
+
+KINDS = {int: "a whole number (int)", float: "a number (float)", str: "text"}
+
+
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for jobs, queue and rate limits; unset: `make run` "
+                             "starts its own (redis://:password@host/0 and rediss:// work)")
     # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
-    model_path: str = str(REPO / "models" / "sports100-lite0-int8.onnx")
+    model_path: str = setting(str(REPO / "models" / "sports100-lite0-int8.onnx"),
+                              "the ONNX model; its card is the same path with .json")
+    port: int = setting(8000, "the web app's port")
+    web_processes: int = setting(0, "gunicorn processes; 0: min(4, cores)")
+    web_threads: int = setting(16, "threads per gunicorn process (a long poll holds one while it waits)")
     # Limits on what one client may send (README "Limits" documents them for users).
-    max_image_bytes: int = 10 * 1024 * 1024
-    max_request_bytes: int = 80 * 1024 * 1024
-    max_images_per_job: int = 64
-    max_pixels: int = 64_000_000  # a 24000x24000 decompression bomb is 576 MP
-    max_queue_depth: int = 1000  # queued tasks (chunks) beyond which submissions get 503 + Retry-After
-    max_redis_mb: int = 2048  # Redis memory in use beyond which submissions get 503 (waiting images live there)
-    rate_limit: str = "600/minute"  # submissions per client address, counted in Redis; "" turns it off
-    api_key: str = ""  # when set, submissions need the header X-API-Key with this value
-    result_ttl_s: int = 24 * 3600  # a job and its results expire this long after they are written
-    chunk_size: int = 16  # images per Celery task, run as one batched inference
-    # A task taken by a worker that vanished (SIGKILL, lost host) is handed out again after this.
-    visibility_timeout_s: int = 120
-    # Chunks of a job whose web process died before queueing them are queued by a worker after this.
-    dispatch_grace_s: int = 30
-    # A queued chunk still not finished after this is queued again (its task was lost or dropped);
-    # far above any wait the queue-depth limit allows, since a chunk run twice is wasted work.
-    requeue_after_s: int = 600
-    task_time_limit_s: int = 60  # a chunk running longer is killed and retried (a few times at most)
-    predict_timeout_s: float = 30.0  # how long POST /predict waits before answering 504
-    cors_origins: str = ""  # comma-separated origins allowed to call the API; empty: same-origin only
-    worker_processes: int = 0  # worker processes per host; 0: one per core (see cores())
-    worker_threads: int = 0  # ONNX Runtime threads per worker process; 0: cores / processes
+    max_image_bytes: int = setting(10 * 1024 * 1024, "a larger file is refused: 413 file_too_large")
+    max_request_bytes: int = setting(80 * 1024 * 1024, "a larger request is refused: 413 request_too_large")
+    max_images_per_job: int = setting(64, "more files in one request are refused: 413 too_many_files")
+    # A 24000x24000 decompression bomb is 576 MP.
+    max_pixels: int = setting(64_000_000, "a larger image fails alone: image_too_large")
+    max_queue_depth: int = setting(1000, "queued chunks beyond which submissions get 503 overloaded + Retry-After")
+    # Waiting images live in Redis.
+    max_redis_mb: int = setting(2048, "Redis memory in use beyond which submissions get 503 overloaded + Retry-After")
+    rate_limit: str = setting("600/minute", "submissions per client address, counted in Redis; empty turns it off")
+    api_key: str = setting("", "when set, submissions need the header X-API-Key with this value")
+    result_ttl_s: int = setting(24 * 3600, "a job and its results expire this long after their last write")
+    chunk_size: int = setting(16, "images per Celery task, run as one batched inference")
+    visibility_timeout_s: int = setting(120, "a task held by a worker that vanished is handed out again after this")
+    dispatch_grace_s: int = setting(30, "images a web process accepted but did not queue (it died) are queued "
+                                    "by a worker after this")
+    # Far above any wait the queue-depth limit allows, since a chunk run twice is wasted work.
+    requeue_after_s: int = setting(600, "a queued chunk not finished after this (its task lost) is queued again")
+    task_time_limit_s: int = setting(60, "a chunk running longer is killed and retried; after 3 starts its images fail")
+    predict_timeout_s: float = setting(30.0, "how long POST /predict waits before answering 504 timeout")
+    cors_origins: str = setting("", "comma-separated origins allowed to call the API; empty: same-origin only")
+    worker_processes: int = setting(0, "worker processes per host; 0: one per core")
+    worker_threads: int = setting(0, "ONNX Runtime threads per worker process; 0: cores / processes")
 
     @classmethod
-    def from_env(cls, **overrides) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
         """Each field can be set by its upper-case name, e.g. REDIS_URL or MAX_IMAGES_PER_JOB."""
+        environ = os.environ if environ is None else environ
         values = {}
-        for field in dataclasses.fields(cls):
-            raw = os.environ.get(field.name.upper())
-            kind = type(field.default)
-            if raw is not None and (raw != "" or kind is str):  # "" means unset, except for text
-                values[field.name] = kind(raw)
+        for f in fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw is not None and (raw != "" or type(f.default) is str):  # "" means unset, except for text
+                values[f.name] = parse(f, raw)
         return cls(**(values | overrides))
 
     @property
@@ -75,3 +97,49 @@ class Settings:
     def model_card_path(self) -> Path:
         """The card lives beside its model: same name, .json."""
         return Path(self.model_path).with_suffix(".json")
+
+
+def parse(f: Field, raw: str) -> int | float | str:
+    kind = type(f.default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingError(f"{f.name.upper()}={raw!r} is not valid: expected {KINDS[kind]}, "
+                           f"such as the default {f.default!r}") from None
+
+
+def dotenv_exports(env_file: Path, environ: Mapping[str, str]) -> str:
+    """Shell `export` lines for the settings in `env_file` that `environ` does not set: a real
+    variable wins over the file. Checks every setting first, so a bad value stops here."""
+    from_file = {name: value for name, value in dotenv_values(env_file).items()
+                 if value is not None and name not in environ}
+    for name in from_file:
+        if not name.isidentifier():
+            raise SettingError(f"{env_file}: {name!r} is not a variable name")
+    Settings.from_env({**from_file, **environ})
+    return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in from_file.items())
+
+
+def env_example() -> str:
+    """The text of .env.example: every setting, commented out at its default, under its meaning."""
+    lines = ["# Settings for `make run`: copy this file to .env and uncomment what you change.",
+             "# A variable set in the environment wins over .env. Shown: each setting's default."]
+    for f in fields(Settings):
+        default = str(f.default).removeprefix(f"{REPO}/")  # paths in the repo: relative to it
+        lines += ["", f"# {f.metadata['meaning']}", f"# {f.name.upper()}={default}"]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """`python -m common.settings [ENV_FILE]`, for bin/run: prints the exports, or says in one
+    line which setting is wrong and exits 2."""
+    env_file = Path(sys.argv[1] if len(sys.argv) > 1 else REPO / ".env")
+    try:
+        print(dotenv_exports(env_file, os.environ), end="")
+    except SettingError as exc:
+        print(f"bad setting: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

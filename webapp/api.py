@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import uuid
 
-from apiflask import APIBlueprint, abort
+from apiflask import APIBlueprint
 from flask import current_app, url_for
 
+from common.error_codes import ErrorCode
 from common.model_card import model_identity
-from webapp import schemas
-from webapp.guards import submission
-from webapp.uploads import read_upload, submit
+from webapp import examples, schemas
+from webapp.errors import fail
+from webapp.guards import GUARD_ERRORS, submission
+from webapp.openapi import errors
+from webapp.uploads import UPLOAD_ERRORS, read_upload, submit
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
 
@@ -35,21 +38,22 @@ def find_job(job_id: str, wait_s: float) -> dict:
     try:
         uuid.UUID(job_id)
     except ValueError:
-        abort(404, f"no job with id {job_id!r}: job ids are UUIDs", extra_data={"code": "job_not_found"})
+        fail(ErrorCode.JOB_NOT_FOUND, f"no job with id {job_id!r}: job ids are UUIDs")
     jobs = current_app.extensions["jobs"]
     job = jobs.wait(job_id, wait_s) if wait_s > 0 else jobs.get(job_id)
     if job is None:
-        abort(404, f"no job with id {job_id!r} (unknown, or its results expired)", extra_data={"code": "job_not_found"})
+        fail(ErrorCode.JOB_NOT_FOUND, f"no job with id {job_id!r} (unknown, or its results expired)")
     return job_document(job)
 
 
 @bp.post("/jobs")
 @submission  # before the upload is read: a refused client costs nothing
-@bp.input(schemas.UploadIn, location="files", validation=False)
-@bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)")
-@bp.doc(summary="Submit images for classification", security="ApiKeyAuth",
-        responses={400: "no file part", 401: "API key required", 413: "a limit was exceeded",
-                   429: "too many requests from this client", 503: "the queue is full or Redis is unreachable"})
+@bp.input(schemas.UploadIn, location="files", validation=False, examples=examples.UPLOAD)
+@bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)",
+           example=examples.JOB_ACCEPTED, headers=schemas.LocationHeader)
+@bp.doc(summary="Submit images for classification",
+        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`",
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS))
 def create_job(files_data):
     job = read_upload(current_app.extensions["settings"].max_images_per_job)
     submit(job)
@@ -60,18 +64,19 @@ def create_job(files_data):
 
 @bp.get("/jobs/<job_id>")
 @bp.input(schemas.WaitQuery, location="query")
-@bp.output(schemas.JobOut)
+@bp.output(schemas.JobOut, example=examples.JOB_DONE)
 @bp.doc(summary="A job's status and results",
-        responses={404: "unknown or expired job id", 422: "bad wait value", 503: "Redis unreachable; retry after Retry-After"})
+        responses=errors(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_WAIT,
+                         ErrorCode.UNAVAILABLE))
 def get_job(job_id: str, query_data):
     wait = query_data["wait"]
     if not 0 <= wait <= MAX_WAIT_S:
-        abort(422, f"wait must be between 0 and {MAX_WAIT_S:g} seconds", extra_data={"code": "invalid_wait"})
+        fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
     return find_job(job_id, wait)
 
 
 @bp.get("/classes")
-@bp.output(schemas.ClassesOut)
+@bp.output(schemas.ClassesOut, example=examples.CLASSES)
 @bp.doc(summary="The sports the model knows")
 def list_classes():
     card = current_app.extensions["model_card"]
@@ -79,7 +84,7 @@ def list_classes():
 
 
 @bp.get("/limits")
-@bp.output(schemas.LimitsOut)
+@bp.output(schemas.LimitsOut, example=examples.LIMITS)
 @bp.doc(summary="What one request may carry", description="Clients split their uploads by these (the page and "
         "client/classify.py do), so an operator's change of a limit needs no change of client.")
 def get_limits():

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
-from apiflask import APIFlask, HTTPError
+from apiflask import APIFlask, HTTPError, abort
 from flask import Response, current_app, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.http import HTTP_STATUS_CODES
+
+from common.error_codes import ErrorCode
 
 log = logging.getLogger(__name__)
 
@@ -16,21 +18,14 @@ PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; sc
 DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 
 
-# What every error response looks like, for /openapi.json (replaces APIFlask's own error shape).
-ERROR_SCHEMA = {
-    "type": "object", "required": ["error"],
-    "properties": {"error": {"type": "object", "required": ["code", "message"],
-                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
-}
-
-
-def default_code(status: int) -> str:
-    return HTTP_STATUS_CODES.get(status, "error").lower().replace(" ", "_").replace("-", "_")
+def fail(code: ErrorCode, message: str, headers: dict | None = None, **extra) -> NoReturn:
+    """Answers the request with `code`'s status and `{"error": {"code", "message"}, **extra}`."""
+    abort(code.status, message, headers=headers, extra_data={"code": code, **extra})
 
 
 def error_body(error: HTTPError) -> tuple[dict, int, dict]:
     extra = dict(error.extra_data or {})
-    code = extra.pop("code", None) or default_code(error.status_code)
+    code = extra.pop("code", None) or ErrorCode.for_status(error.status_code)
     message = error.message
     if error.status_code == 422 and error.detail:  # schema validation: say which field and why
         message = f"invalid request: {error.detail}"
@@ -39,18 +34,20 @@ def error_body(error: HTTPError) -> tuple[dict, int, dict]:
 
 def too_large(exc: RequestEntityTooLarge):
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    return {"error": {"code": "request_too_large", "message": f"the request is over the limit of {limit:,} bytes"}}, 413
+    code = ErrorCode.REQUEST_TOO_LARGE
+    return {"error": {"code": code, "message": f"the request is over the limit of {limit:,} bytes"}}, code.status
 
 
 def redis_down(exc: RedisError):
     log.error("Redis unavailable: %s", exc)
-    body = {"error": {"code": "unavailable", "message": "the job store is unreachable; try again shortly"}}
-    return body, 503, {"Retry-After": "5"}
+    body = {"error": {"code": ErrorCode.UNAVAILABLE, "message": "the job store is unreachable; try again shortly"}}
+    return body, ErrorCode.UNAVAILABLE.status, {"Retry-After": "5"}
 
 
 def unexpected(exc: Exception):
     log.exception("unhandled error on %s %s", request.method, request.path)
-    return {"error": {"code": "internal_error", "message": "something went wrong on our side"}}, 500
+    code = ErrorCode.INTERNAL_ERROR
+    return {"error": {"code": code, "message": "something went wrong on our side"}}, code.status
 
 
 def security_headers(response: Response) -> Response:
@@ -63,8 +60,6 @@ def security_headers(response: Response) -> Response:
 
 
 def register(app: APIFlask) -> None:
-    app.config["HTTP_ERROR_SCHEMA"] = ERROR_SCHEMA
-    app.config["VALIDATION_ERROR_SCHEMA"] = ERROR_SCHEMA
     app.error_processor(error_body)
     app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(RedisError, redis_down)

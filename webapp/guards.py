@@ -7,16 +7,20 @@ import math
 import time
 from functools import wraps
 
-from apiflask import APIFlask, abort
+from apiflask import APIFlask
 from flask import current_app, request
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from common.error_codes import ErrorCode
 from common.queue import CELERY_QUEUE
+from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
 SECURITY_SCHEMES = {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
+# What `submission` can answer (UNAVAILABLE: Redis unreachable).
+GUARD_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE)
 
 
 def init_app(app: APIFlask) -> None:
@@ -31,7 +35,7 @@ def _check_api_key() -> None:
     expected = current_app.extensions["settings"].api_key
     given = request.headers.get(API_KEY_HEADER, "")
     if expected and not hmac.compare_digest(given.encode(), expected.encode()):
-        abort(401, f"a valid {API_KEY_HEADER} header is required to submit images", extra_data={"code": "unauthorized"})
+        fail(ErrorCode.UNAUTHORIZED, f"a valid {API_KEY_HEADER} header is required to submit images")
 
 
 def _check_rate() -> None:
@@ -41,8 +45,8 @@ def _check_rate() -> None:
     client = request.remote_addr or "unknown"
     if not limiter.hit(limit, "submissions", client):
         retry_after = max(1, math.ceil(limiter.get_window_stats(limit, "submissions", client).reset_time - time.time()))
-        abort(429, f"too many submissions from {client}: the limit is {limit}", headers={"Retry-After": str(retry_after)},
-              extra_data={"code": "too_many_requests"})
+        fail(ErrorCode.TOO_MANY_REQUESTS, f"too many submissions from {client}: the limit is {limit}",
+             headers={"Retry-After": str(retry_after)})
 
 
 def _check_backlog() -> None:
@@ -51,8 +55,8 @@ def _check_backlog() -> None:
     depth = redis.llen(CELERY_QUEUE)
     used_mb = redis.info("memory")["used_memory"] / 2**20
     if depth >= settings.max_queue_depth or used_mb >= settings.max_redis_mb:
-        abort(503, f"the service is busy ({depth} batches, {used_mb:.0f} MB waiting); try again shortly",
-              headers={"Retry-After": "10"}, extra_data={"code": "overloaded"})
+        message = f"the service is busy ({depth} batches, {used_mb:.0f} MB waiting); try again shortly"
+        fail(ErrorCode.OVERLOADED, message, headers={"Retry-After": "10"})
 
 
 def submission(view):

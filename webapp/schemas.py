@@ -5,16 +5,22 @@ from apiflask import Schema
 from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf
 
+from common.error_codes import ErrorCode
+from webapp import examples
+
 IMAGE_STATUSES = ["queued", "running", "done", "failed"]
 
 
 class ErrorDetail(Schema):
-    code = String(required=True, metadata={"example": "not_an_image"})
-    message = String(required=True)
+    code = String(required=True, validate=OneOf([code.value for code in ErrorCode]),
+                  metadata={"description": "stable and machine-readable: branch on this, not on the message"})
+    message = String(required=True, metadata={"description": "for people: what was wrong"})
 
 
 class ErrorOut(Schema):
     error = Nested(ErrorDetail, required=True)
+    job_id = String(metadata={"format": "uuid", "description": "`timeout` only: the job that goes on"})
+    status_url = String(metadata={"description": "`timeout` only: where to poll it"})
 
 
 class UploadIn(Schema):
@@ -31,6 +37,11 @@ class JobAccepted(Schema):
     status = String(required=True, validate=OneOf(["queued"]))
     total = Integer(required=True)
     status_url = String(required=True)
+
+
+class LocationHeader(Schema):
+    location = String(required=True, data_key="Location",
+                      metadata={"description": "the job's status_url", "example": examples.STATUS_URL})
 
 
 class Prediction(Schema):
@@ -69,7 +80,7 @@ class JobOut(Schema):
 
 
 class WaitQuery(Schema):
-    wait = Float(load_default=0, metadata={"minimum": 0, "maximum": 30,
+    wait = Float(load_default=0, metadata={"minimum": 0, "maximum": 30, "example": 30,
                  "description": "seconds to hold the request until the job is done (long poll)"})
 
 

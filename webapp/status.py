@@ -6,21 +6,24 @@ from flask import current_app
 from redis.exceptions import RedisError
 
 from common import workers
-from webapp import schemas
+from webapp import examples, schemas
 
 bp = APIBlueprint("status", __name__, tag="Operations")
 
 
 @bp.get("/health")
-@bp.output(schemas.HealthOut)
+@bp.output(schemas.HealthOut, example=examples.HEALTH)
 @bp.doc(summary="The web process is up")
 def health():
     return {"status": "ok"}
 
 
 @bp.get("/ready")
-@bp.output(schemas.ReadyOut, description="Redis is reachable and a worker has the model loaded")
-@bp.doc(summary="Ready to classify", responses={503: "Redis unreachable or no worker with a model"})
+@bp.output(schemas.ReadyOut, description="Redis is reachable and a worker has the model loaded", example=examples.READY)
+@bp.doc(summary="Ready to classify", responses={503: {  # not ready: the same document, not an error
+    "description": "Redis unreachable or no worker with a model",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyOut"},
+                                     "example": examples.NOT_READY}}}})
 def ready():
     redis = current_app.extensions["redis"]
     try:

@@ -8,17 +8,21 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
-from apiflask import abort
 from flask import current_app, request
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
+from common.error_codes import ErrorCode
 from common.jobs import failure
 from common.model_card import model_identity
 from common.preprocess import ImageError, open_image
 from common.queue import CLASSIFY_TASK
+from webapp.errors import fail
 
 FIELD = "file"
+# What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
+UPLOAD_ERRORS = (ErrorCode.NO_FILE, ErrorCode.UNEXPECTED_FIELD, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_FILES,
+                 ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.UNAVAILABLE)
 log = logging.getLogger(__name__)
 
 
@@ -36,20 +40,18 @@ def read_upload(max_files: int) -> NewJob:
     if not files:
         other = sorted(request.files.keys())
         hint = f"; got parts named {other}" if other else ""
-        abort(400, f"send images as multipart/form-data parts named '{FIELD}'{hint}", extra_data={"code": "no_file"})
+        fail(ErrorCode.NO_FILE, f"send images as multipart/form-data parts named '{FIELD}'{hint}")
     unexpected = sorted(str(name) for name in (set(request.files) | set(request.form)) - {FIELD})
     if unexpected:
-        abort(400, f"unexpected form fields {unexpected}: send only parts named '{FIELD}'",
-              extra_data={"code": "unexpected_field"})
+        fail(ErrorCode.UNEXPECTED_FIELD, f"unexpected form fields {unexpected}: send only parts named '{FIELD}'")
     if len(files) > max_files:
-        abort(413, f"{len(files)} files is over the limit of {max_files} per job", extra_data={"code": "too_many_files"})
+        fail(ErrorCode.TOO_MANY_FILES, f"{len(files)} files is over the limit of {max_files} per job")
     job = NewJob()
     for index, upload in enumerate(files):
         data = upload.read(settings.max_image_bytes + 1)
         name = safe_filename(upload.filename, index)
         if len(data) > settings.max_image_bytes:
-            abort(413, f"{name} is over the limit of {settings.max_image_bytes:,} bytes per image",
-                  extra_data={"code": "file_too_large"})
+            fail(ErrorCode.FILE_TOO_LARGE, f"{name} is over the limit of {settings.max_image_bytes:,} bytes per image")
         job.filenames.append(name)
         try:
             open_image(data, settings.max_pixels)  # header only: cheap, catches most non-images
@@ -81,9 +83,9 @@ def submit(job: NewJob) -> None:
             jobs.dispatched(job.job_id, chunks[:n])
             message = "the queue was unreachable; send this image again"
             model = model_identity(current_app.extensions["model_card"])
-            jobs.finish(job.job_id, {i: failure("not_queued", message) for c in chunks[n:] for i in c}, model, chunks[n:])
-            abort(503, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"},
-                  extra_data={"code": "unavailable"})
+            failed = {i: failure(ErrorCode.NOT_QUEUED, message) for c in chunks[n:] for i in c}
+            jobs.finish(job.job_id, failed, model, chunks[n:])
+            fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
     try:
         jobs.dispatched(job.job_id, chunks)
     except RedisError:  # every chunk is queued: at worst a worker queues some again after the grace

@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 
+from common.error_codes import ErrorCode
 from common.jobs import JobStore, failure, success
 from common.preprocess import ImageError, preprocess
 from worker.inference import Classifier
@@ -25,7 +26,8 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
         return
     if attempt > MAX_ATTEMPTS:
         message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
-        store.finish(job_id, {i: failure("worker_crashed", message) for i in indices}, classifier.identity, [indices])
+        failed = {i: failure(ErrorCode.WORKER_CRASHED, message) for i in indices}
+        store.finish(job_id, failed, classifier.identity, [indices])
         return
     results, inputs = {}, {}
     for index, data in zip(indices, store.images(job_id, indices)):
@@ -35,7 +37,7 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
             results[index] = failure(exc.code, exc.message)
         except Exception:  # a decoder bug must cost one image, never the worker
             log.exception("job %s image %d: unexpected decoding error", job_id, index)
-            results[index] = failure("decode_error", "the image could not be processed")
+            results[index] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
     results |= _predict(classifier, inputs, job_id)
     store.finish(job_id, results, classifier.identity, [indices])
 
@@ -47,11 +49,12 @@ def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str)
         predictions = classifier.top3(np.stack(list(inputs.values())))
     except Exception:  # the runtime failing must end these images visibly, not leave them running
         log.exception("job %s: inference failed", job_id)
-        return {index: failure("inference_error", "the model could not classify this image") for index in inputs}
+        message = "the model could not classify this image"
+        return {index: failure(ErrorCode.INFERENCE_ERROR, message) for index in inputs}
     return {index: success(top3) for index, top3 in zip(inputs, predictions)}
 
 
 def _prepare(data: bytes | None, classifier: Classifier, max_pixels: int) -> np.ndarray:
     if data is None:
-        raise ImageError("image_expired", "the image expired before a worker could classify it")
+        raise ImageError(ErrorCode.IMAGE_EXPIRED, "the image expired before a worker could classify it")
     return preprocess(data, classifier.prep, max_pixels)

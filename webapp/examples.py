@@ -1,0 +1,50 @@
+"""Sample documents that /docs shows for each response; tests/test_docs.py checks each one
+against its schema, so a sample cannot drift from the contract."""
+from __future__ import annotations
+
+from common.settings import Settings
+
+JOB_ID = "0b6f2c1e-5d4a-4f7e-9c3b-2a8d1e6f4b90"
+STATUS_URL = f"/api/v1/jobs/{JOB_ID}"
+MODEL = {"name": "sports100-lite0-int8", "version": "1.0.0"}
+
+# Uploads are multipart files: these examples say how to send them (Swagger UI shows file pickers instead).
+UPLOAD_CURL = "curl -F file=@surf.jpg -F file=@match.png http://localhost:8000/api/v1/jobs"
+UPLOAD = {"two photos": {"summary": "two photos in one request", "description": f"`{UPLOAD_CURL}`"}}
+PREDICT_CURL = "curl -F file=@surf.jpg http://localhost:8000/predict"
+PREDICT_UPLOAD = {"one photo": {"summary": "one photo", "description": f"`{PREDICT_CURL}`"}}
+
+JOB_ACCEPTED = {"job_id": JOB_ID, "status": "queued", "total": 2, "status_url": STATUS_URL}
+
+JOB_DONE = {
+    "job_id": JOB_ID,
+    "status": "done",
+    "progress": {"done": 1, "failed": 1, "total": 2},
+    "created_at": "2026-11-27T09:30:00.120000+00:00",
+    "finished_at": "2026-11-27T09:30:00.480000+00:00",
+    "model": MODEL,
+    "results": [
+        {"index": 0, "filename": "surf.jpg", "status": "done", "error": None, "top3": [
+            {"label": "surfing", "display_name": "Surfing", "confidence": 0.962},
+            {"label": "water polo", "display_name": "Water Polo", "confidence": 0.011},
+            {"label": "sailboat racing", "display_name": "Sailboat Racing", "confidence": 0.006}]},
+        {"index": 1, "filename": "notes.txt", "status": "failed", "top3": [],
+         "error": {"code": "not_an_image",
+                   "message": "not a readable image (expected one of JPEG, PNG, GIF, WEBP, BMP, TIFF)"}},
+    ],
+}
+
+CLASSES = {"classes": ["air hockey", "ampute football", "archery"],
+           "display_names": {"air hockey": "Air Hockey", "ampute football": "Amputee Football", "archery": "Archery"}}
+
+LIMITS = {"max_images_per_job": Settings.max_images_per_job, "max_image_bytes": Settings.max_image_bytes,
+          "max_request_bytes": Settings.max_request_bytes, "max_pixels": Settings.max_pixels}
+
+PREDICTION = {"sport": "surfing", "confidence": 96.2, "top_3": [
+    {"sport": "surfing", "confidence": 96.2}, {"sport": "water polo", "confidence": 1.1},
+    {"sport": "sailboat racing", "confidence": 0.6}]}
+
+HEALTH = {"status": "ok"}
+READY = {"status": "ready", "redis": "ok", "workers": 2, "model": MODEL, "problems": []}
+NOT_READY = {"status": "not_ready", "redis": "ok", "workers": 0, "model": None,
+             "problems": ["no worker has announced a loaded model yet"]}
