@@ -28,13 +28,14 @@ class Run:
     def __init__(self, var_dir: Path, log: Path, port: int | None = None, **env: str):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"} | {
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "HOST")} | {
             "VENV": sys.prefix, "PORT": str(self.port), "VAR_DIR": str(var_dir), "REDIS_PORT": str(free_port()),
             "WORKER_PROCESSES": "1", "WEB_PROCESSES": "1"} | env
         with log.open("ab") as out:
             self.process = subprocess.Popen([REPO / "bin" / "run"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, start_new_session=True)
         self.redis = Redis(port=int(env["REDIS_PORT"]))
+        self.seen: set[psutil.Process] = set()  # every process of the run a test looked at
 
     def ready(self) -> dict | None:
         """/ready's document once the web app answers and a worker has its model, else None."""
@@ -51,15 +52,21 @@ class Run:
 
     def tree(self) -> list[psutil.Process]:
         root = psutil.Process(self.process.pid)
-        return [root] + root.children(recursive=True)
+        processes = [root] + root.children(recursive=True)
+        self.seen.update(processes)
+        return processes
+
+    def program(self, name: str) -> psutil.Process | None:
+        """The main process of one of the supervisor's programs (celery, gunicorn), if it runs."""
+        return next((p for p in self.tree() if name in command(p) and name not in command(p.parent())), None)
 
     def kill_all(self) -> None:
         """The test's own backstop: whatever is left after a failed assertion goes."""
         try:
-            processes = self.tree()
+            self.tree()
         except psutil.NoSuchProcess:
-            return
-        for process in processes:
+            pass
+        for process in self.seen:
             try:
                 process.kill()
             except psutil.NoSuchProcess:
@@ -67,9 +74,16 @@ class Run:
         self.process.wait(10)
 
 
+def command(process: psutil.Process | None) -> str:
+    try:
+        return " ".join(process.cmdline()) if process else ""
+    except psutil.Error:  # gone meanwhile
+        return ""
+
+
 def survivors(processes: list[psutil.Process]) -> list[str]:
     _, alive = psutil.wait_procs(processes, timeout=STOPPED_WITHIN_S)
-    return [" ".join(p.cmdline()) for p in alive if p.is_running()]
+    return [command(p) for p in alive if p.is_running()]
 
 
 def submit(url: str, count: int) -> str:
@@ -106,7 +120,7 @@ def test_ctrl_c_stops_everything_and_the_accepted_job_survives(runs):
     first = runs(CHUNK_SIZE="1").wait_ready()
     status_url = submit(first.url, 12)
     processes = first.tree()
-    assert len(processes) >= 6  # supervisord, Redis, Celery and its pool process, gunicorn and its worker
+    assert len(processes) >= 7  # bin/run, supervisord, Redis, Celery and its pool process, gunicorn and its worker
 
     os.killpg(first.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     assert survivors(processes) == []
@@ -130,34 +144,32 @@ def stack(tmp_path_factory):
     run.kill_all()
 
 
-def celery_main(run: Run) -> psutil.Process | None:
-    return next((p for p in psutil.Process(run.process.pid).children() if "celery" in " ".join(p.cmdline())), None)
-
-
 def test_a_killed_worker_is_restarted_while_the_web_app_keeps_answering(stack):
-    killed = celery_main(stack)
+    killed = stack.program("celery")
+    pool = killed.children()
     killed.kill()
     killed.wait(10)
 
     def a_new_worker_ready() -> bool:
         assert requests.get(f"{stack.url}/health", timeout=5).ok  # the web app answers all along
-        worker = celery_main(stack)
+        worker = stack.program("celery")
         if worker is None or worker.pid == killed.pid:
             return False
-        pool = {f":{child.pid}" for child in worker.children()}
-        return any(w["worker"].endswith(tuple(pool)) for w in workers.ready_workers(stack.redis)) if pool else False
+        suffixes = tuple(f":{child.pid}" for child in worker.children())  # worker ids end in their pid
+        return bool(suffixes) and any(w["worker"].endswith(suffixes) for w in workers.ready_workers(stack.redis))
 
     wait_for(a_new_worker_ready, 90, "the supervisor's new worker")
+    assert survivors(pool) == []  # the dead worker's pool processes did not linger
     job = finished_job(stack.url, submit(stack.url, 3))
     assert job["progress"] == {"done": 3, "failed": 0, "total": 3}
 
 
-def test_redis_refuses_writes_when_full_and_the_web_app_listens_on_loopback(stack):
+def test_redis_keeps_what_it_has_when_full_and_the_web_app_listens_on_loopback(stack):
     config = stack.redis.config_get("maxmemory*")
     assert config["maxmemory-policy"] == "noeviction"
     assert int(config["maxmemory"]) == 3 * 1024**3
     assert stack.redis.config_get("appendonly")["appendonly"] == "yes"
-    gunicorn = next(p for p in psutil.Process(stack.process.pid).children() if "gunicorn" in " ".join(p.cmdline()))
+    gunicorn = stack.program("gunicorn")
     listening = {c.laddr for c in gunicorn.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
     assert listening == {("127.0.0.1", stack.port)}
 
