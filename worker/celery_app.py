@@ -14,8 +14,8 @@ import threading
 
 from celery import signals
 from redis import Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError, TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from common import workers
@@ -116,5 +116,12 @@ def load_model(**_) -> None:
 @signals.worker_process_shutdown.connect
 def unload(**_) -> None:
     _stop.set()
-    if runtime is not None:
-        workers.withdraw(runtime.redis, worker_id())
+    if runtime is None:
+        return
+    # One quick try, not runtime.redis's minutes of retries: Redis may be gone at shutdown, and the
+    # worker's key lapses by itself anyway.
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    try:
+        workers.withdraw(redis, worker_id())
+    except RedisError:
+        log.warning("could not withdraw %s from Redis; its key lapses within %d s", worker_id(), workers.TTL_S)
