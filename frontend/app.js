@@ -4,6 +4,7 @@
 // The photos and their jobs are kept in sessionStorage, so a reload shows the same cards.
 
 import * as api from './api.js';
+import * as polling from './polling.js';
 import {
   clearOutcome, createCard, el, formatPercent, setStatus, showError, showPredictions, showThumb, showTime,
 } from './cards.js';
@@ -11,10 +12,8 @@ import { downloadCsv, downloadJson } from './export.js';
 import { loadSaved, save } from './saved.js';
 
 const PART_OVERHEAD = 1024; // bytes of multipart headers per file, with room for a long name
-const MAX_POLL_FAILURES = 5; // ride out short network hiccups while polling
-const POLL_PAUSE_MS = 500; // so a server that answers a long poll at once is not asked in a tight loop
-const MAX_LONG_POLLS = 2; // a browser opens about 6 connections per server: leave room for uploads
 const MAX_MESSAGES = 3;
+const SAVE_DELAY_MS = 200; // changes come in bursts (a selection's thumbnails, a job's results): save once
 const THUMB_PX = 256; // longest side of a stored thumbnail: sharp on a card, small in storage
 const SAMPLES = ['surfing.jpg', 'archery.jpg', 'mushing.jpg', 'table-tennis.jpg'];
 const FINAL_STATUSES = new Set(['done', 'failed']);
@@ -30,11 +29,9 @@ const buttons = {
 // Every photo on the page, newest selection first. A photo: {name, thumb, card, status, result,
 // error, seconds, statusUrl, index (its place in that job), file and sentAt (this page load only)}.
 let photos = [];
-const watched = []; // jobs being long-polled: {url, photos (by index), controller}
-const waiting = []; // jobs waiting for a free long poll
+let saveTimer;
 
 const onPage = (photo) => photos.includes(photo);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function showMessage(text) {
   messages.append(el('p', 'message', text));
@@ -54,6 +51,12 @@ function refresh() {
   $('empty-note').hidden = photos.length > 0;
   buttons.retry.disabled = failed === 0;
   buttons.csv.disabled = buttons.json.disabled = buttons.clear.disabled = photos.length === 0;
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(saveNow, SAVE_DELAY_MS);
+}
+
+function saveNow() {
+  clearTimeout(saveTimer);
   save(photos.map(({ name, thumb, statusUrl, index, seconds, error }) => (
     { name, thumb, statusUrl, index, seconds, error })));
 }
@@ -97,6 +100,7 @@ function applyResult(photo, result, job) {
   photo.result = result;
   showTime(photo.card, photo.seconds);
   if (result.status === 'done') {
+    photo.file = undefined; // only a failed photo is ever sent again
     setPhotoStatus(photo, 'done');
     showPredictions(photo.card, result);
   } else {
@@ -104,59 +108,28 @@ function applyResult(photo, result, job) {
   }
 }
 
-// ---------- Jobs: long-polled, a few at a time ----------
+// ---------- Following a job ----------
 
-// Applies one poll answer; returns true once the job is finished.
-function applyJob(answer, job) {
-  (answer.results ?? []).forEach((result) => {
-    const photo = job.photos[result.index];
-    // A photo retried since belongs to its new job.
-    if (photo?.statusUrl === job.url) applyResult(photo, result, answer);
-  });
-  if (answer.status === 'done') {
-    failUnfinished(job.photos.filter((photo) => photo?.statusUrl === job.url),
-      'The service finished without a result for this photo.');
-  }
-  refresh();
-  return answer.status === 'done';
-}
-
-async function pollJob(job) {
-  const { signal } = job.controller;
-  let failures = 0;
-  while (!signal.aborted) {
-    try {
-      if (applyJob(await api.getJob(job.url, signal), job)) return;
-      failures = 0;
-    } catch (error) {
-      if (signal.aborted) return;
-      failures += 1;
-      if (error.status === 404 || failures >= MAX_POLL_FAILURES) {
-        const message = error.status === 404 ? 'This result is no longer kept by the server.' : error.message;
-        if (error.status !== 404) showMessage(`Lost track of an upload: ${error.message}`);
-        failUnfinished(job.photos.filter((photo) => photo?.statusUrl === job.url), message);
-        refresh();
-        return;
-      }
-    }
-    await sleep(POLL_PAUSE_MS);
-  }
-}
-
-function startWaitingPolls() {
-  while (watched.length < MAX_LONG_POLLS && waiting.length) {
-    const job = waiting.shift();
-    watched.push(job);
-    pollJob(job).finally(() => {
-      watched.splice(watched.indexOf(job), 1);
-      startWaitingPolls();
+function followJob(url, jobPhotos) {
+  // A photo retried since belongs to its new job.
+  const stillHere = () => jobPhotos.filter((photo) => photo?.statusUrl === url);
+  polling.follow(url, (answer) => {
+    (answer.results ?? []).forEach((result) => {
+      const photo = jobPhotos[result.index]; // `index`: the photo's place in the job's upload
+      if (photo?.statusUrl === url) applyResult(photo, result, answer);
     });
-  }
-}
-
-function watch(url, jobPhotos) {
-  waiting.push({ url, photos: jobPhotos, controller: new AbortController() });
-  startWaitingPolls();
+    if (answer.status === 'done') failUnfinished(stillHere(), 'The service finished without a result for this photo.');
+    refresh();
+    return answer.status === 'done';
+  }, (error) => {
+    if (error.status === 404) {
+      failUnfinished(stillHere(), 'This result is no longer kept by the server.');
+    } else {
+      showMessage(`Lost track of an upload: ${error.message}`);
+      failUnfinished(stillHere(), error.message);
+    }
+    refresh();
+  });
 }
 
 // ---------- Sending photos ----------
@@ -176,7 +149,7 @@ async function submitBatch(batch) {
   const url = job.status_url || `/api/v1/jobs/${encodeURIComponent(job.job_id)}`;
   batch.forEach((photo, index) => Object.assign(photo, { statusUrl: url, index }));
   refresh();
-  if (batch.some(onPage)) watch(url, batch);
+  if (batch.some(onPage)) followJob(url, batch);
 }
 
 // Splits the photos into batches that each fit one request; a file over the per-image limit is
@@ -278,8 +251,7 @@ function retryFailed() {
 }
 
 function clearAll() {
-  waiting.length = 0;
-  watched.forEach((job) => job.controller.abort());
+  polling.stopAll();
   photos = [];
   resultsList.replaceChildren();
   messages.replaceChildren();
@@ -348,7 +320,7 @@ function restore() {
     if (!jobs.has(photo.statusUrl)) jobs.set(photo.statusUrl, []);
     jobs.get(photo.statusUrl)[photo.index] = photo;
   });
-  jobs.forEach((jobPhotos, url) => watch(url, jobPhotos));
+  jobs.forEach((jobPhotos, url) => followJob(url, jobPhotos));
   refresh();
 }
 
@@ -416,6 +388,7 @@ function setupDropZone() {
 
 setupDropZone();
 document.addEventListener('paste', handlePaste);
+window.addEventListener('pagehide', saveNow); // a change in the last moments before a reload
 $('samples-button').addEventListener('click', (event) => trySamples(event.currentTarget));
 buttons.retry.addEventListener('click', retryFailed);
 buttons.clear.addEventListener('click', clearAll);
