@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from bench.procs import free_port
@@ -113,6 +113,12 @@ def shown_labels(page: Page) -> dict[str, str]:
             for i in range(cards.count())}
 
 
+def assert_thumbnail_shown(card: Locator) -> None:
+    img = card.locator(".thumb img")
+    expect(img).to_have_js_property("complete", True)  # thumbnails are drawn after the card appears
+    assert img.evaluate("img => img.naturalWidth") > 0
+
+
 @SIZES
 def test_sample_photos_show_their_sports_times_and_the_models_accuracy(browser, live_server, app, viewport):
     page = browser.new_page(viewport=viewport)
@@ -121,7 +127,7 @@ def test_sample_photos_show_their_sports_times_and_the_models_accuracy(browser, 
     assert shown_labels(page) == SAMPLES
     for card in page.locator(".result-card").all():
         expect(card.locator(".card-time")).to_have_text(re.compile(r"^\d+\.\d s$"))
-        assert card.locator(".thumb img").evaluate("img => img.complete && img.naturalWidth > 0")
+        assert_thumbnail_shown(card)
     card = app.extensions["model_card"]
     accuracy = card["metrics"]["valid"]
     footer = page.locator("#model-info")
@@ -179,7 +185,7 @@ def test_results_survive_a_reload(browser, live_server, viewport):
     assert shown_labels(page) == before
     assert asked, "the results are asked for again after the reload"
     for card in page.locator(".result-card").all():
-        assert card.locator(".thumb img").evaluate("img => img.complete && img.naturalWidth > 0")
+        assert_thumbnail_shown(card)
 
 
 @SIZES
