@@ -1,304 +1,349 @@
-'use strict';
-
 // Sport Image Classifier page.
-// Flow: files picked or dropped -> one card per file -> upload in jobs that fit the server's
-// limits (GET /api/v1/limits) -> poll each job and update its cards until the job is done.
+// Flow: photos picked, dropped, pasted or taken from the samples -> one card each -> uploaded in
+// jobs that fit the server's limits (GET /api/v1/limits) -> each job long-polled until done.
+// The photos and their jobs are kept in sessionStorage, so a reload shows the same cards.
+
+import * as api from './api.js';
+import * as polling from './polling.js';
+import {
+  clearOutcome, createCard, el, formatPercent, setStatus, showError, showPredictions, showThumb, showTime,
+} from './cards.js';
+import { downloadCsv, downloadJson } from './export.js';
+import { loadSaved, save } from './saved.js';
 
 const PART_OVERHEAD = 1024; // bytes of multipart headers per file, with room for a long name
-const POLL_INTERVAL_MS = 400;
-const MAX_POLL_FAILURES = 5; // ride out short network hiccups while polling
 const MAX_MESSAGES = 3;
-
-const STATUS_TEXT = { queued: 'Queued', running: 'Classifying…', done: 'Done', failed: 'Failed' };
+const SAVE_DELAY_MS = 200; // changes come in bursts (a selection's thumbnails, a job's results): save once
+const THUMB_PX = 256; // longest side of a stored thumbnail: sharp on a card, small in storage
+const SAMPLES = ['surfing.jpg', 'archery.jpg', 'mushing.jpg', 'table-tennis.jpg'];
 const FINAL_STATUSES = new Set(['done', 'failed']);
 
 const $ = (id) => document.getElementById(id);
-const dropZone = $('drop-zone');
-const fileInput = $('file-input');
 const resultsList = $('results');
-const emptyNote = $('empty-note');
 const messages = $('messages');
 const progressNote = $('progress');
-const modelInfo = $('model-info');
+const buttons = {
+  retry: $('retry-button'), csv: $('csv-button'), json: $('json-button'), clear: $('clear-button'),
+};
 
-// ---------- Small helpers ----------
+// Every photo on the page, newest selection first. A photo: {name, thumb, card, status, result,
+// error, seconds, statusUrl, index (its place in that job), file and sentAt (this page load only)}.
+let photos = [];
+let saveTimer;
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function formatMegabytes(bytes) {
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
-}
-
-function formatPercent(confidence) {
-  const clamped = Math.min(Math.max(Number(confidence) || 0, 0), 1);
-  return `${(clamped * 100).toFixed(1)}%`;
-}
+const onPage = (photo) => photos.includes(photo);
 
 function showMessage(text) {
   messages.append(el('p', 'message', text));
   while (messages.children.length > MAX_MESSAGES) messages.firstElementChild.remove();
 }
 
-// ---------- Talking to the API ----------
+// ---------- The page's state, drawn and saved ----------
 
-// fetch() only rejects on network failure; turn HTTP errors into Errors carrying the server's message.
-async function request(url, options) {
-  let response;
-  try {
-    response = await fetch(url, options);
-  } catch {
-    throw new Error('Could not reach the server. Check your connection and try again.');
-  }
-  if (!response.ok) throw new Error(await describeHttpError(response));
-  return response.json();
-}
-
-async function describeHttpError(response) {
-  let message = `The server answered with an error (HTTP ${response.status}).`;
-  try {
-    const body = await response.json();
-    if (body?.error?.message) message = body.error.message;
-  } catch {
-    // Body was not JSON (e.g. a proxy error page): keep the generic text.
-  }
-  const retryAfter = response.headers.get('Retry-After');
-  if (response.status === 503 && retryAfter) {
-    message += /^\d+$/.test(retryAfter)
-      ? ` Please try again in ${retryAfter} seconds.`
-      : ' Please try again shortly.';
-  }
-  return message;
-}
-
-// Asked once; asked again next time if it failed.
-let limitsRequest;
-function getLimits() {
-  limitsRequest ??= request('/api/v1/limits').catch((error) => {
-    limitsRequest = undefined;
-    throw error;
-  });
-  return limitsRequest;
-}
-
-function createJob(files) {
-  const form = new FormData();
-  files.forEach((file) => form.append('file', file, file.name));
-  return request('/api/v1/jobs', { method: 'POST', body: form });
-}
-
-// ---------- Cards ----------
-
-function createPlaceholder() {
-  return el('div', 'thumb-placeholder', 'No preview');
-}
-
-function createThumb(file) {
-  const wrap = el('div', 'thumb');
-  // Files with a known non-image type cannot be previewed; an empty type is worth a try.
-  if (file.type && !file.type.startsWith('image/')) {
-    wrap.append(createPlaceholder());
-    return wrap;
-  }
-  const img = el('img');
-  img.alt = ''; // the file name is shown right next to it
-  const url = URL.createObjectURL(file);
-  // Once decoded (or failed) the image no longer needs the blob URL.
-  img.addEventListener('load', () => URL.revokeObjectURL(url), { once: true });
-  img.addEventListener('error', () => {
-    URL.revokeObjectURL(url);
-    img.replaceWith(createPlaceholder());
-  }, { once: true });
-  img.src = url;
-  wrap.append(img);
-  return wrap;
-}
-
-function createCard(file) {
-  const card = el('li', 'result-card');
-  card.dataset.filename = file.name;
-  const body = el('div', 'card-body');
-  const name = el('p', 'card-filename', file.name);
-  name.title = file.name;
-  body.append(name, el('span', 'status-badge'), el('div', 'card-outcome'));
-  card.append(createThumb(file), body);
-  setStatus(card, 'queued');
-  return card;
-}
-
-function setStatus(card, status) {
-  card.dataset.status = status;
-  const badge = card.querySelector('.status-badge');
-  badge.className = `status-badge status-${status}`;
-  badge.textContent = STATUS_TEXT[status] ?? status;
-  updateProgress();
-}
-
-function renderTop3(card, top3) {
-  const list = el('ol', 'top3');
-  top3.forEach((prediction, rank) => {
-    const isBest = rank === 0;
-    const row = el('li', isBest ? 'top3-row is-best' : 'top3-row');
-    const label = prediction.display_name || prediction.label;
-    const bar = el('span', 'bar');
-    bar.setAttribute('aria-hidden', 'true');
-    const fill = el('span', 'bar-fill');
-    fill.style.width = formatPercent(prediction.confidence);
-    bar.append(fill);
-    row.append(
-      el('span', isBest ? 'top3-name top1-label' : 'top3-name', label),
-      el('span', 'top3-pct', formatPercent(prediction.confidence)),
-      bar,
-    );
-    list.append(row);
-  });
-  card.querySelector('.card-outcome').replaceChildren(list);
-}
-
-function failCard(card, message) {
-  setStatus(card, 'failed');
-  card.querySelector('.card-outcome').replaceChildren(el('p', 'card-error', message));
-}
-
-function applyResult(card, result) {
-  const current = card.dataset.status;
-  // Ignore repeats, and never move a finished card back to an earlier state.
-  if (current === result.status || FINAL_STATUSES.has(current)) return;
-  if (result.status === 'done') {
-    setStatus(card, 'done');
-    renderTop3(card, result.top3 ?? []);
-  } else if (result.status === 'failed') {
-    failCard(card, result.error?.message || 'This image could not be classified.');
-  } else {
-    setStatus(card, result.status);
-  }
-}
-
-function failUnfinished(cards, message) {
-  cards.filter((card) => !FINAL_STATUSES.has(card.dataset.status))
-    .forEach((card) => failCard(card, message));
-}
-
-function updateProgress() {
-  const cards = [...resultsList.querySelectorAll('.result-card')];
-  const count = (status) => cards.filter((card) => card.dataset.status === status).length;
-  const finished = count('done') + count('failed');
-  const failedNote = count('failed') ? ` · ${count('failed')} failed` : '';
-  const text = `${finished} of ${cards.length} photos processed${failedNote}`;
+function refresh() {
+  const count = (status) => photos.filter((photo) => photo.status === status).length;
+  const failed = count('failed');
+  const text = photos.length
+    ? `${count('done') + failed} of ${photos.length} photos processed${failed ? ` · ${failed} failed` : ''}`
+    : '';
   // Only touch the live region when the wording changes, so it is not re-announced.
   if (progressNote.textContent !== text) progressNote.textContent = text;
+  $('empty-note').hidden = photos.length > 0;
+  buttons.retry.disabled = failed === 0;
+  buttons.csv.disabled = buttons.json.disabled = buttons.clear.disabled = photos.length === 0;
+  clearTimeout(saveTimer);
+  saveTimer = setTimeout(saveNow, SAVE_DELAY_MS);
 }
 
-function showModel(model) {
-  if (!model?.name || modelInfo.dataset.shown) return;
-  modelInfo.dataset.shown = 'true';
-  modelInfo.textContent = `Model: ${model.name}${model.version ? ` · version ${model.version}` : ''}`;
+function saveNow() {
+  clearTimeout(saveTimer);
+  save(photos.map(({ name, thumb, statusUrl, index, seconds, error }) => (
+    { name, thumb, statusUrl, index, seconds, error })));
 }
 
-// ---------- Jobs ----------
-
-// Applies one poll answer to the cards; returns true once the job is finished.
-function applyJob(job, cards) {
-  showModel(job.model);
-  // `index` is the file's position within this job's upload, i.e. within `cards`.
-  (job.results ?? []).forEach((result) => {
-    if (cards[result.index]) applyResult(cards[result.index], result);
-  });
-  if (job.status !== 'done') return false;
-  failUnfinished(cards, 'The service finished without a result for this photo.');
-  return true;
+function addPhoto(name, fields) {
+  const photo = { name, status: 'queued', card: createCard(name), ...fields };
+  if (photo.thumb !== undefined) showThumb(photo.card, photo.thumb);
+  return photo;
 }
 
-async function pollJob(url, cards) {
-  let failures = 0;
-  while (true) {
-    try {
-      if (applyJob(await request(url), cards)) return;
-      failures = 0;
-    } catch (error) {
-      failures += 1;
-      if (failures >= MAX_POLL_FAILURES) {
-        showMessage(`Lost track of an upload: ${error.message}`);
-        failUnfinished(cards, error.message);
-        return;
-      }
-    }
-    await sleep(POLL_INTERVAL_MS);
-  }
+function setPhotoStatus(photo, status) {
+  photo.status = status;
+  setStatus(photo.card, status);
 }
 
-async function submitBatch(files, cards) {
-  let job;
-  try {
-    job = await createJob(files);
-  } catch (error) {
-    const what = files.length === 1 ? `"${files[0].name}"` : `${files.length} photos`;
-    showMessage(`Could not upload ${what}: ${error.message}`);
-    failUnfinished(cards, error.message);
+function fail(photo, message) {
+  setPhotoStatus(photo, 'failed');
+  photo.error = message;
+  showError(photo.card, message);
+}
+
+function failUnfinished(list, message) {
+  list.filter((photo) => photo && !FINAL_STATUSES.has(photo.status)).forEach((photo) => fail(photo, message));
+}
+
+// From sending to the result, as seen here; for a photo sent before a reload, the job's own times.
+function secondsTaken(photo, job) {
+  if (photo.sentAt) return (Date.now() - photo.sentAt) / 1000;
+  const span = Date.parse(job.finished_at) - Date.parse(job.created_at);
+  return Number.isFinite(span) ? span / 1000 : null;
+}
+
+function applyResult(photo, result, job) {
+  // Ignore repeats, and never move a finished photo back to an earlier state.
+  if (photo.status === result.status || FINAL_STATUSES.has(photo.status)) return;
+  if (!FINAL_STATUSES.has(result.status)) {
+    setPhotoStatus(photo, result.status);
     return;
   }
-  // Not awaited: the next batch starts uploading while this one is being polled.
-  pollJob(job.status_url || `/api/v1/jobs/${encodeURIComponent(job.job_id)}`, cards);
+  photo.seconds ??= secondsTaken(photo, job);
+  photo.result = result;
+  showTime(photo.card, photo.seconds);
+  if (result.status === 'done') {
+    photo.file = undefined; // only a failed photo is ever sent again
+    setPhotoStatus(photo, 'done');
+    showPredictions(photo.card, result);
+  } else {
+    fail(photo, result.error?.message || 'This image could not be classified.');
+  }
 }
 
-// Splits the selection into batches that each fit one request; a file over the per-image
-// limit is not sent at all and fails alone.
-function planBatches(files, cards, limits) {
+// ---------- Following a job ----------
+
+function followJob(url, jobPhotos) {
+  // A photo retried since belongs to its new job.
+  const stillHere = () => jobPhotos.filter((photo) => photo?.statusUrl === url);
+  polling.follow(url, (answer) => {
+    (answer.results ?? []).forEach((result) => {
+      const photo = jobPhotos[result.index]; // `index`: the photo's place in the job's upload
+      if (photo?.statusUrl === url) applyResult(photo, result, answer);
+    });
+    if (answer.status === 'done') failUnfinished(stillHere(), 'The service finished without a result for this photo.');
+    refresh();
+    return answer.status === 'done';
+  }, (error) => {
+    if (error.status === 404) {
+      failUnfinished(stillHere(), 'This result is no longer kept by the server.');
+    } else {
+      showMessage(`Lost track of an upload: ${error.message}`);
+      failUnfinished(stillHere(), error.message);
+    }
+    refresh();
+  });
+}
+
+// ---------- Sending photos ----------
+
+async function submitBatch(batch) {
+  batch.forEach((photo) => { photo.sentAt = Date.now(); });
+  let job;
+  try {
+    job = await api.createJob(batch.map((photo) => photo.file));
+  } catch (error) {
+    const what = batch.length === 1 ? `"${batch[0].name}"` : `${batch.length} photos`;
+    showMessage(`Could not upload ${what}: ${error.message}`);
+    failUnfinished(batch, error.message);
+    refresh();
+    return;
+  }
+  const url = job.status_url || `/api/v1/jobs/${encodeURIComponent(job.job_id)}`;
+  batch.forEach((photo, index) => Object.assign(photo, { statusUrl: url, index }));
+  refresh();
+  if (batch.some(onPage)) followJob(url, batch);
+}
+
+// Splits the photos into batches that each fit one request; a file over the per-image limit is
+// not sent at all and fails alone.
+function planBatches(list, limits) {
   const batches = [];
-  let batch = { files: [], cards: [], bytes: 0 };
-  files.forEach((file, i) => {
-    if (file.size > limits.max_image_bytes) {
-      failCard(cards[i], `This file is ${formatMegabytes(file.size)}, over the limit of `
+  let batch = [];
+  let bytes = 0;
+  list.forEach((photo) => {
+    const { size } = photo.file;
+    if (size > limits.max_image_bytes) {
+      fail(photo, `This file is ${formatMegabytes(size)}, over the limit of `
         + `${formatMegabytes(limits.max_image_bytes)} per photo.`);
       return;
     }
-    const cost = file.size + PART_OVERHEAD;
-    const full = batch.files.length === limits.max_images_per_job
-      || batch.bytes + cost > limits.max_request_bytes;
-    if (batch.files.length && full) {
+    const cost = size + PART_OVERHEAD;
+    if (batch.length === limits.max_images_per_job || (batch.length && bytes + cost > limits.max_request_bytes)) {
       batches.push(batch);
-      batch = { files: [], cards: [], bytes: 0 };
+      batch = [];
+      bytes = 0;
     }
-    batch.files.push(file);
-    batch.cards.push(cards[i]);
-    batch.bytes += cost;
+    batch.push(photo);
+    bytes += cost;
   });
-  if (batch.files.length) batches.push(batch);
+  if (batch.length) batches.push(batch);
   return batches;
 }
 
-async function handleFiles(files) {
-  if (files.length === 0) return;
-  const cards = files.map(createCard);
-  emptyNote.hidden = true;
-  resultsList.prepend(...cards); // newest selection on top, in the chosen order
-  updateProgress();
+function formatMegabytes(bytes) {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+async function send(list) {
   let limits;
   try {
-    limits = await getLimits();
+    limits = await api.getLimits();
   } catch (error) {
     showMessage(`Could not upload: ${error.message}`);
-    failUnfinished(cards, error.message);
+    failUnfinished(list, error.message);
+    refresh();
     return;
   }
-  for (const batch of planBatches(files, cards, limits)) {
-    await submitBatch(batch.files, batch.cards);
+  const batches = planBatches(list, limits);
+  refresh();
+  // One at a time: the next batch uploads while the earlier ones are being classified.
+  for (const batch of batches) {
+    const kept = batch.filter(onPage); // Clear may have removed them meanwhile
+    if (kept.length) await submitBatch(kept);
   }
 }
 
-// ---------- Sports list (loaded the first time it is opened) ----------
+// A small copy of the photo for the card, and for storage so the card survives a reload.
+async function makeThumbnail(file) {
+  try {
+    const bitmap = await createImageBitmap(file);
+    const scale = Math.min(1, THUMB_PX / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement('canvas');
+    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+    canvas.getContext('2d').drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    return canvas.toDataURL('image/jpeg', 0.8);
+  } catch {
+    return ''; // not an image this browser can decode: the card says "No preview"
+  }
+}
+
+function handleFiles(files) {
+  if (files.length === 0) return;
+  const added = files.map((file) => addPhoto(file.name, { file }));
+  photos.unshift(...added); // newest selection on top, in the chosen order
+  resultsList.prepend(...added.map((photo) => photo.card));
+  added.forEach(async (photo) => {
+    photo.thumb = await makeThumbnail(photo.file);
+    showThumb(photo.card, photo.thumb);
+    refresh();
+  });
+  refresh();
+  send(added);
+}
+
+// ---------- The toolbar ----------
+
+function retryFailed() {
+  const failed = photos.filter((photo) => photo.status === 'failed');
+  const retried = failed.filter((photo) => photo.file);
+  if (retried.length < failed.length) {
+    const lost = failed.length - retried.length;
+    showMessage(`${lost} photo${lost === 1 ? ' was' : 's were'} chosen before the page was reloaded `
+      + 'and cannot be sent again from here: please choose them again.');
+  }
+  retried.forEach((photo) => {
+    Object.assign(photo, { result: undefined, error: undefined, seconds: undefined, statusUrl: undefined });
+    setPhotoStatus(photo, 'queued');
+    clearOutcome(photo.card);
+  });
+  refresh();
+  if (retried.length) send(retried);
+}
+
+function clearAll() {
+  polling.stopAll();
+  photos = [];
+  resultsList.replaceChildren();
+  messages.replaceChildren();
+  refresh();
+}
+
+function resultRows() {
+  return photos.map((photo) => ({
+    file: photo.name,
+    status: photo.status,
+    top3: photo.status === 'done' ? photo.result.top3 : [],
+    error: photo.status === 'failed' ? photo.error : null,
+    seconds: photo.seconds == null ? null : Math.round(photo.seconds * 10) / 10,
+  }));
+}
+
+// ---------- Other ways in: paste, samples ----------
+
+function pastedName(file, n) {
+  const extension = file.type.split('/')[1]?.replace('jpeg', 'jpg') || 'png';
+  const time = new Date().toTimeString().slice(0, 8).replaceAll(':', '-');
+  return `pasted-${time}${n ? `-${n + 1}` : ''}.${extension}`;
+}
+
+function handlePaste(event) {
+  const files = [...(event.clipboardData?.files ?? [])];
+  if (files.length === 0) return; // text: not ours to handle
+  event.preventDefault();
+  const images = files.filter((file) => file.type.startsWith('image/'));
+  if (images.length === 0) {
+    showMessage('The clipboard holds no image to classify.');
+    return;
+  }
+  // A pasted image is usually called "image.png"; a name with the time tells pastes apart.
+  handleFiles(images.map((file, n) => new File([file], pastedName(file, n), { type: file.type })));
+}
+
+async function trySamples(button) {
+  button.disabled = true;
+  try {
+    const files = await Promise.all(SAMPLES.map(async (name) => {
+      const response = await fetch(`/static/samples/${name}`);
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      return new File([await response.blob()], name, { type: 'image/jpeg' });
+    }));
+    handleFiles(files);
+  } catch (error) {
+    showMessage(`Could not load the sample photos (${error.message}). Please try again.`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------- Restoring the photos of an earlier load of this tab ----------
+
+function restore() {
+  photos = loadSaved().map(({ name, thumb, statusUrl, index, seconds, error }) => (
+    addPhoto(name, { thumb: thumb ?? '', statusUrl, index, seconds, error })));
+  resultsList.append(...photos.map((photo) => photo.card));
+  const jobs = new Map();
+  photos.forEach((photo) => {
+    if (!photo.statusUrl) {
+      fail(photo, photo.error || 'The page was reloaded before this photo was sent: please choose it again.');
+      return;
+    }
+    if (!jobs.has(photo.statusUrl)) jobs.set(photo.statusUrl, []);
+    jobs.get(photo.statusUrl)[photo.index] = photo;
+  });
+  jobs.forEach((jobPhotos, url) => followJob(url, jobPhotos));
+  refresh();
+}
+
+// ---------- The footer and the list of sports ----------
+
+async function showModel() {
+  const info = $('model-info');
+  try {
+    const model = await api.getModel();
+    const a = model.accuracy;
+    info.textContent = `Model: ${model.name}, version ${model.version}`
+      + (a ? ` · Accuracy on ${a.images} held-out photos: ${formatPercent(a.top1)} right first time,`
+        + ` ${formatPercent(a.top3)} in its top 3` : '');
+  } catch (error) {
+    info.textContent = `Model details are unavailable right now (${error.message})`;
+  }
+}
 
 async function loadClasses(details) {
   const list = $('classes-list');
   details.dataset.loaded = 'true';
   try {
-    const { classes, display_names: names = {} } = await request('/api/v1/classes');
+    const { classes, display_names: names = {} } = await api.getClasses();
     list.replaceChildren(...classes.map((label) => el('li', '', names[label] || label)));
   } catch (error) {
     list.replaceChildren(el('li', 'classes-error', `Could not load the list: ${error.message}`));
@@ -309,6 +354,8 @@ async function loadClasses(details) {
 // ---------- Wiring ----------
 
 function setupDropZone() {
+  const dropZone = $('drop-zone');
+  const fileInput = $('file-input');
   const openPicker = () => fileInput.click();
   dropZone.addEventListener('click', openPicker);
   dropZone.addEventListener('keydown', (event) => {
@@ -340,7 +387,16 @@ function setupDropZone() {
 }
 
 setupDropZone();
+document.addEventListener('paste', handlePaste);
+window.addEventListener('pagehide', saveNow); // a change in the last moments before a reload
+$('samples-button').addEventListener('click', (event) => trySamples(event.currentTarget));
+buttons.retry.addEventListener('click', retryFailed);
+buttons.clear.addEventListener('click', clearAll);
+buttons.csv.addEventListener('click', () => downloadCsv(resultRows()));
+buttons.json.addEventListener('click', () => downloadJson(resultRows()));
 $('classes-details').addEventListener('toggle', (event) => {
   const details = event.target;
   if (details.open && !details.dataset.loaded) loadClasses(details);
 });
+restore();
+showModel();

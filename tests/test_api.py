@@ -170,6 +170,13 @@ def test_classes(client, app):
     assert body["display_names"]["ampute football"] == "Amputee Football"
 
 
+def test_model_names_the_served_model_and_its_accuracy(client, app):
+    body = client.get("/api/v1/model").get_json()
+    card = app.extensions["model_card"]
+    assert (body["name"], body["version"]) == (card["name"], card["version"])
+    assert body["accuracy"] == card["metrics"]["valid"] and 0 < body["accuracy"]["top1"] <= 1
+
+
 def test_predict_legacy_endpoint(client, app):
     (content, name, _), = photos(1, start=3)
     response = upload(client, [(content, name)], url="/predict")

@@ -91,3 +91,12 @@ def get_limits():
     s = current_app.extensions["settings"]
     return {"max_images_per_job": s.max_images_per_job, "max_image_bytes": s.max_image_bytes,
             "max_request_bytes": s.max_request_bytes, "max_pixels": s.max_pixels}
+
+
+@bp.get("/model")
+@bp.output(schemas.ModelOut)
+@bp.doc(summary="The model this deployment serves, and how often it is right")
+def get_model():
+    card = current_app.extensions["model_card"]
+    return model_identity(card) | {"architecture": card.get("architecture"), "precision": card.get("precision"),
+                                   "accuracy": card.get("metrics", {}).get("valid")}

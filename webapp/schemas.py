@@ -69,6 +69,19 @@ class ModelInfo(Schema):
     version = String(required=True)
 
 
+class Accuracy(Schema):
+    images = Integer(required=True, metadata={"description": "held-out photos it was measured on"})
+    top1 = Float(required=True, metadata={"description": "share whose first answer was right"})
+    top3 = Float(required=True, metadata={"description": "share with the right answer among the three"})
+
+
+class ModelOut(ModelInfo):
+    architecture = String(allow_none=True)
+    precision = String(allow_none=True)
+    accuracy = Nested(Accuracy, allow_none=True, required=True,
+                      metadata={"description": "on the validation split; null when the model card has no figures"})
+
+
 class JobOut(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
     status = String(required=True, validate=OneOf(["queued", "running", "done"]))
