@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 DATA ?= ../shared/data/sports100
 WILD ?= ../shared/data/wild-dev
 
-.PHONY: run test train export evaluate calibrate eda bench chromium clean
+.PHONY: run test train export evaluate calibrate eda notebook bench chromium clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -43,6 +43,9 @@ calibrate: $(VENV)/.dev
 
 eda: $(VENV)/.dev
 	$(PY) -m ml.eda --data $(DATA) $(ARGS)
+
+notebook: $(VENV)/.dev  # reruns ml/notebooks/training.ipynb in place from the reports above; trains nothing
+	SPORTS100_DATA=$(DATA) WILD_DEV_DATA=$(WILD) $(VENV)/bin/jupyter-execute --inplace --timeout=600 ml/notebooks/training.ipynb
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.run $(ARGS)

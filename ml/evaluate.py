@@ -59,15 +59,19 @@ def report(best3: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
             matrix[truth, guess] += 1
     tp = np.diag(matrix)
     precision = tp / np.maximum(matrix.sum(axis=0), 1)
-    recall = tp / np.maximum(np.bincount(labels, minlength=n), 1)
+    counts = np.maximum(np.bincount(labels, minlength=n), 1)
+    recall = tp / counts
+    hit3 = (best3 == labels[:, None]).any(axis=1)
+    top3 = np.bincount(labels, weights=hit3, minlength=n) / counts  # per class: the answer among the three shown
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     off = [(int(matrix[i, j]), classes[i], classes[j]) for i in range(n) for j in range(n) if i != j and matrix[i, j]]
     return {
         "images": int(len(labels)),
         "top1": float((best3[:, 0] == labels).mean()),
-        "top3": float((best3 == labels[:, None]).any(axis=1).mean()),
+        "top3": float(hit3.mean()),
         "per_class": {c: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
-                          "support": int(s)} for c, p, r, f, s in zip(classes, precision, recall, f1, matrix.sum(axis=1))},
+                          "top3": round(float(t), 4), "support": int(s)}
+                      for c, p, r, f, t, s in zip(classes, precision, recall, f1, top3, matrix.sum(axis=1))},
         "most_confused": [{"true": t, "predicted": p, "count": k} for k, t, p in sorted(off, reverse=True)[:15]],
         "confusion_matrix": matrix.tolist(),
     }

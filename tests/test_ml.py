@@ -88,6 +88,9 @@ def test_evaluate_on_a_small_tree(tmp_path):
     assert result["images"] == 15
     assert result["top1"] >= 0.8 and result["top3"] >= result["top1"]
     assert set(result["per_class"]) == set(load_card(model.with_suffix(".json"))["classes"])
+    shown = [result["per_class"][name] for name in ("archery", "bowling", "surfing")]  # 5 photos each
+    assert all(c["top3"] >= c["recall"] for c in shown)
+    assert sum(c["top3"] for c in shown) / 3 == pytest.approx(result["top3"])
     for name in ("report.json", "summary.md", "confusion.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
 
