@@ -40,6 +40,9 @@ class Settings:
     max_redis_mb: int = 2048  # Redis memory in use beyond which submissions get 503 (waiting images live there)
     rate_limit: str = "600/minute"  # submissions per client address, counted in Redis; "" turns it off
     api_key: str = ""  # when set, submissions need the header X-API-Key with this value
+    # Long polls (?wait=) one client address may hold at once; each holds a connection and a Redis one.
+    max_long_polls_per_client: int = 20
+    web_connections: int = 1000  # connections one web process serves at once; it stops accepting beyond
     result_ttl_s: int = 24 * 3600  # a job and its results expire this long after they are written
     chunk_size: int = 16  # images per Celery task, run as one batched inference
     # A task taken by a worker that vanished (SIGKILL, lost host) is handed out again after this.

@@ -56,7 +56,11 @@ async function request(url, options) {
   } catch {
     throw new Error('Could not reach the server. Check your connection and try again.');
   }
-  if (!response.ok) throw new Error(await describeHttpError(response));
+  if (!response.ok) {
+    const error = new Error(await describeHttpError(response));
+    error.status = response.status;
+    throw error;
+  }
   return response.json();
 }
 
@@ -87,10 +91,22 @@ function getLimits() {
   return limitsRequest;
 }
 
-function createJob(files) {
+// A service run with API_KEY refuses submissions without it (401): the user is asked for the key,
+// which is kept in this page's memory only, never in storage, and sent with each submission.
+let apiKey = '';
+async function createJob(files) {
   const form = new FormData();
   files.forEach((file) => form.append('file', file, file.name));
-  return request('/api/v1/jobs', { method: 'POST', body: form });
+  while (true) {
+    try {
+      const headers = apiKey ? { 'X-API-Key': apiKey } : {};
+      return await request('/api/v1/jobs', { method: 'POST', body: form, headers });
+    } catch (error) {
+      const key = error.status === 401 ? window.prompt(`${error.message}. API key:`) : null;
+      if (!key) throw error;
+      apiKey = key;
+    }
+  }
 }
 
 // ---------- Cards ----------

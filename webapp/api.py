@@ -8,7 +8,7 @@ from flask import current_app, url_for
 
 from common.model_card import model_identity
 from webapp import schemas
-from webapp.guards import submission
+from webapp.guards import long_poll_slot, submission
 from webapp.uploads import read_upload, submit
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
@@ -33,7 +33,7 @@ def job_document(job: dict) -> dict:
 
 def find_job(job_id: str, wait_s: float) -> dict:
     try:
-        uuid.UUID(job_id)
+        job_id = str(uuid.UUID(job_id))  # the canonical form: ids are case-insensitive, as UUIDs are
     except ValueError:
         abort(404, f"no job with id {job_id!r}: job ids are UUIDs", extra_data={"code": "job_not_found"})
     jobs = current_app.extensions["jobs"]
@@ -62,12 +62,16 @@ def create_job(files_data):
 @bp.input(schemas.WaitQuery, location="query")
 @bp.output(schemas.JobOut)
 @bp.doc(summary="A job's status and results",
-        responses={404: "unknown or expired job id", 422: "bad wait value", 503: "Redis unreachable; retry after Retry-After"})
+        responses={404: "unknown or expired job id", 422: "bad wait value",
+                   429: "this client already holds the most long polls it may", 503: "Redis unreachable; retry after Retry-After"})
 def get_job(job_id: str, query_data):
     wait = query_data["wait"]
     if not 0 <= wait <= MAX_WAIT_S:
         abort(422, f"wait must be between 0 and {MAX_WAIT_S:g} seconds", extra_data={"code": "invalid_wait"})
-    return find_job(job_id, wait)
+    if wait == 0:
+        return find_job(job_id, wait)
+    with long_poll_slot(wait):
+        return find_job(job_id, wait)
 
 
 @bp.get("/classes")

@@ -5,6 +5,7 @@ import logging
 
 from apiflask import APIFlask, HTTPError
 from flask import Response, current_app, request
+from gunicorn.http.errors import ParseException
 from redis.exceptions import RedisError
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
@@ -38,8 +39,19 @@ def error_body(error: HTTPError) -> tuple[dict, int, dict]:
 
 
 def too_large(exc: RequestEntityTooLarge):
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    """werkzeug raises the same error for too many bytes and for too many form parts: a request
+    whose declared length is within the byte limit was refused for its parts."""
+    limit, length = current_app.config["MAX_CONTENT_LENGTH"], request.content_length
+    if length is not None and length <= limit:
+        parts = current_app.config["MAX_FORM_PARTS"]
+        message = f"the form has more than {parts:,} parts, the most one request may have"
+        return {"error": {"code": "too_many_parts", "message": message}}, 413
     return {"error": {"code": "request_too_large", "message": f"the request is over the limit of {limit:,} bytes"}}, 413
+
+
+def malformed(exc: ParseException):
+    """A body whose framing is broken (a bad chunk size) shows only as the app reads it."""
+    return {"error": {"code": "malformed_request", "message": f"the request is malformed: {exc}"}}, 400
 
 
 def redis_down(exc: RedisError):
@@ -67,6 +79,7 @@ def register(app: APIFlask) -> None:
     app.config["VALIDATION_ERROR_SCHEMA"] = ERROR_SCHEMA
     app.error_processor(error_body)
     app.register_error_handler(RequestEntityTooLarge, too_large)
+    app.register_error_handler(ParseException, malformed)
     app.register_error_handler(RedisError, redis_down)
     app.register_error_handler(Exception, unexpected)
     app.after_request(security_headers)

@@ -1,12 +1,40 @@
-"""gunicorn settings: threads, because a long poll (?wait=) holds its thread while it waits."""
+"""gunicorn settings. gevent workers: each connection costs a greenlet, not a thread, so clients
+that send slowly or hold a long poll (?wait=) keep no one else waiting (README, "The front")."""
+import json
 import os
+import textwrap
 
-from common.settings import cores
+from gunicorn import util
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+from common.settings import Settings, cores
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"  # compose sets HOST=0.0.0.0
 workers = int(os.environ.get("WEB_PROCESSES", min(4, cores())))
-worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", 16))
-timeout = 60  # above the longest wait (30 s) a request may legitimately take
-graceful_timeout = 30
+worker_class = "gevent"
+worker_connections = Settings.from_env().web_connections  # the app sizes its Redis pool by it too
+# The gevent worker bounds two waits with this: for an idle keep-alive connection's next request,
+# and for each request's line and headers to arrive (a client sending half a header is dropped).
+keepalive = int(os.environ.get("WEB_IDLE_TIMEOUT_S", 5))
+timeout = 60  # a worker silent this long is restarted; far above any request's legitimate wait
+graceful_timeout = 35  # lets a long poll (30 s at most) finish on restart
 accesslog = "-"
+
+
+def write_json_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's own answer to a request it cannot parse (bad request line, header, framing), in
+    the API's error shape instead of its HTML page."""
+    code = reason.lower().replace(" ", "_").replace("-", "_")
+    body = json.dumps({"error": {"code": code, "message": message or reason}})
+    head = textwrap.dedent(f"""\
+        HTTP/1.1 {status} {reason}\r
+        Connection: close\r
+        Content-Type: application/json\r
+        X-Content-Type-Options: nosniff\r
+        Content-Length: {len(body)}\r
+        \r
+        """)
+    util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+def on_starting(server) -> None:
+    util.write_error = write_json_error  # the one place gunicorn writes its errors; workers inherit it
