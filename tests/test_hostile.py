@@ -79,7 +79,7 @@ def under_attack(web: WebServer, hostile: list[bytes]) -> tuple[dict, list[float
         started = time.monotonic()
         try:
             job = classify_16(web.url)
-        except (requests.RequestException, TimeoutError) as exc:  # a stalled server: reported below
+        except (requests.RequestException, TimeoutError, AssertionError) as exc:  # a stalled server: reported below
             job = {"progress": repr(exc)}
         finally:
             job_s = time.monotonic() - started
