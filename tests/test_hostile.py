@@ -24,13 +24,15 @@ HOSTILE = 200  # slow clients, or long polls, held at once
 HOLD_S = 20
 PROBE_TIMEOUT_S = 1.0  # the target: /health answers within a second, all along
 PROBE_EVERY_S = 0.5
+BODY_TIMEOUT_S = 5  # shorter than make run's, so a stalled body is given up on quickly
 
 
 @pytest.fixture(scope="module")
 def web(settings, worker, tmp_path_factory):
     """The web app as `make run` serves it on this machine (2 processes), with the per-client
     caps lifted: every hostile connection here comes from 127.0.0.1."""
-    env = {"WEB_PROCESSES": "2", "RATE_LIMIT": "", "MAX_LONG_POLLS_PER_CLIENT": str(10 * HOSTILE)}
+    env = {"WEB_PROCESSES": "2", "RATE_LIMIT": "", "MAX_LONG_POLLS_PER_CLIENT": str(10 * HOSTILE),
+           "WEB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
     server = WebServer(settings, tmp_path_factory.mktemp("web") / "web.log", env).start()
     yield server
     server.stop()
@@ -147,6 +149,15 @@ def test_requests_that_cannot_be_parsed_get_json_errors(web, request_head, statu
     assert head.split(b" ", 2)[1] == str(status).encode() and response["Content-Type"] == "application/json"
     error = json.loads(rest[:int(response["Content-Length"])])["error"]
     assert error["code"] and error["message"]
+
+
+def test_a_body_that_stops_arriving_is_given_up_on(web):
+    head = (b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n")
+    with connect(web.port, head) as sock:
+        answer = read_answer(sock, time.monotonic() + 10 * BODY_TIMEOUT_S)
+    assert answer is not None, "the server still waits on a body that stopped arriving"
+    assert answer.split(b" ", 2)[1] == b"400" and b'"incomplete_body"' in answer
 
 
 def test_listens_on_loopback_unless_host_is_set(web):

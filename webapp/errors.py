@@ -7,7 +7,7 @@ from apiflask import APIFlask, HTTPError
 from flask import Response, current_app, request
 from gunicorn.http.errors import ParseException
 from redis.exceptions import RedisError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,12 @@ def malformed(exc: ParseException):
     return {"error": {"code": "malformed_request", "message": f"the request is malformed: {exc}"}}, 400
 
 
+def incomplete_body(exc: ClientDisconnected):
+    """The body ended early, or stopped arriving for longer than the front waits."""
+    message = "the request's body ended, or stopped arriving, before its declared length"
+    return {"error": {"code": "incomplete_body", "message": message}}, 400
+
+
 def redis_down(exc: RedisError):
     log.error("Redis unavailable: %s", exc)
     body = {"error": {"code": "unavailable", "message": "the job store is unreachable; try again shortly"}}
@@ -80,6 +86,7 @@ def register(app: APIFlask) -> None:
     app.error_processor(error_body)
     app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(ParseException, malformed)
+    app.register_error_handler(ClientDisconnected, incomplete_body)
     app.register_error_handler(RedisError, redis_down)
     app.register_error_handler(Exception, unexpected)
     app.after_request(security_headers)

@@ -20,6 +20,7 @@ from limits.strategies import MovingWindowRateLimiter
 from common.queue import CELERY_QUEUE
 
 API_KEY_HEADER = "X-API-Key"
+LONG_POLL_SLACK_S = 5  # a long-poll slot lapses this long after its poll's wait would have ended
 SECURITY_SCHEMES = {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
 
 
@@ -80,9 +81,9 @@ def long_poll_slot(wait_s: float) -> Iterator[None]:
     key, slot, now = f"long_polls:{client}", uuid.uuid4().hex, time.time()
     with redis.pipeline() as pipe:
         pipe.zremrangebyscore(key, "-inf", now)
-        pipe.zadd(key, {slot: now + wait_s + 5})
+        pipe.zadd(key, {slot: now + wait_s + LONG_POLL_SLACK_S})
         for only in ("nx", "gt"):  # the key outlives its longest slot, never shortened by a shorter poll
-            pipe.expire(key, math.ceil(wait_s) + 5, **{only: True})
+            pipe.expire(key, math.ceil(wait_s) + LONG_POLL_SLACK_S, **{only: True})
         pipe.zcard(key)
         held = pipe.execute()[-1]
     try:

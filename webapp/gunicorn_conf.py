@@ -15,6 +15,9 @@ worker_connections = Settings.from_env().web_connections  # the app sizes its Re
 # The gevent worker bounds two waits with this: for an idle keep-alive connection's next request,
 # and for each request's line and headers to arrive (a client sending half a header is dropped).
 keepalive = int(os.environ.get("WEB_IDLE_TIMEOUT_S", 5))
+# Once the headers are in: a client silent this long while sending its body (or reading the answer)
+# is dropped, so a connection that vanished mid-upload is not held for good.
+body_timeout_s = int(os.environ.get("WEB_BODY_TIMEOUT_S", 30))
 timeout = 60  # a worker silent this long is restarted; far above any request's legitimate wait
 graceful_timeout = 35  # lets a long poll (30 s at most) finish on restart
 accesslog = "-"
@@ -34,6 +37,10 @@ def write_json_error(sock, status: int, reason: str, message: str) -> None:
         \r
         """)
     util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+def pre_request(worker, req) -> None:
+    req.unreader.sock.settimeout(body_timeout_s)
 
 
 def on_starting(server) -> None:
