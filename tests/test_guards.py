@@ -96,6 +96,9 @@ def test_long_polls_per_client_are_capped(make_client):
         assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_long_polls"
         assert int(refused.headers["Retry-After"]) > 0
         assert client.get(url).status_code == 200  # a plain poll is never refused
+        path, _ = valid_images(1)[0]
+        predict = client.post("/predict", data={"file": (io.BytesIO(path.read_bytes()), path.name)})
+        assert predict.status_code == 429, "/predict waits as a long poll does"
         assert [f.result().status_code for f in held] == [200, 200]
     assert client.get(f"{url}?wait=0.1").status_code == 200  # slots are given back
 

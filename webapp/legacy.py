@@ -6,7 +6,7 @@ from apiflask import APIBlueprint, abort
 from flask import current_app, url_for
 
 from webapp import schemas
-from webapp.guards import submission
+from webapp.guards import long_poll_slot, submission
 from webapp.uploads import read_upload, submit
 
 bp = APIBlueprint("legacy", __name__, tag="Legacy")
@@ -30,10 +30,11 @@ def percent(confidence: float) -> float:
                    503: "the queue is full, or the image was lost on the way; send it again",
                    504: "no answer in time; poll the job"})
 def predict(files_data):
-    job = read_upload(max_files=1)
-    submit(job)
     settings = current_app.extensions["settings"]
-    job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
+    with long_poll_slot(settings.predict_timeout_s):  # it waits as a long poll does, so it counts as one
+        job = read_upload(max_files=1)
+        submit(job)
+        job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
     if job_now is None:  # evicted or flushed from Redis while we waited
         abort(503, "the job was lost from the job store; send the image again", extra_data={"code": "job_lost"})
     result = job_now["results"][0]
