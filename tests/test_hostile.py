@@ -24,6 +24,7 @@ HOSTILE = 200  # slow clients, or long polls, held at once
 HOLD_S = 20
 PROBE_TIMEOUT_S = 1.0  # the target: /health answers within a second, all along
 PROBE_EVERY_S = 0.5
+SETTLE_S = 15  # at most this long for the hostile connections to be taken in before probing
 BODY_TIMEOUT_S = 5  # shorter than make run's, so a stalled body is given up on quickly
 
 
@@ -71,11 +72,15 @@ def classify_16(url: str) -> dict:
                     120, "the 16-image job", interval=0)
 
 
-def under_attack(web: WebServer, hostile: list[bytes]) -> tuple[dict, list[float], list[str], list[bytes | None]]:
-    """Opens the hostile connections, then for HOLD_S probes /health and runs a 16-image job."""
+def under_attack(web: WebServer, hostile: list[bytes], settled=lambda: True) -> tuple[dict, list[float], list[str], list[bytes | None]]:
+    """Opens the hostile connections and waits until they are `settled` (taken in and waiting),
+    then for HOLD_S probes /health and runs a 16-image job."""
     stop, latencies, misses = threading.Event(), [], []
     with ExitStack() as held:
         sockets = [held.enter_context(connect(web.port, data)) for data in hostile]
+        deadline = time.monotonic() + SETTLE_S  # a server that cannot take them all in is probed all the same
+        while not settled() and time.monotonic() < deadline:
+            time.sleep(0.2)
         prober = threading.Thread(target=probe, args=(web.url, stop, latencies, misses), daemon=True)
         prober.start()
         started = time.monotonic()
@@ -123,10 +128,15 @@ def test_slow_headers_do_not_stall_others(web):
 
 
 def test_many_long_polls_do_not_stall_others(web, settings):
-    held_id = str(uuid.uuid4())  # a job with nothing to run: it stays queued, so each poll waits its full time
-    JobStore(Redis.from_url(settings.redis_url), settings.result_ttl_s).create(held_id, ["held.jpg"], {}, {}, [])
+    redis = Redis.from_url(settings.redis_url)
+    store, held_id = JobStore(redis, settings.result_ttl_s), str(uuid.uuid4())
+    store.create(held_id, ["held.jpg"], {}, {}, [])  # nothing to run: it stays queued, so each poll waits its full time
     poll = f"GET /api/v1/jobs/{held_id}?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-    job, _, misses, answers = under_attack(web, [poll] * HOSTILE)
+
+    def all_waiting() -> bool:  # probed once every poll is subscribed: the probe measures the hold, not the arrival
+        return redis.pubsub_numsub(store.channel(held_id))[0][1] >= HOSTILE
+
+    job, _, misses, answers = under_attack(web, [poll] * HOSTILE, all_waiting)
     assert_served(job, misses)
     statuses = [answer.split(b" ", 2)[1] if answer else b"none" for answer in answers]
     assert statuses == [b"200"] * HOSTILE, f"long polls not all held and answered: {sorted(set(statuses))}"
