@@ -91,7 +91,8 @@ def test_long_polls_per_client_are_capped(make_client):
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(client.get, f"{url}?wait=4") for _ in range(2)]
         redis = client.application.extensions["redis"]
-        wait_for(lambda: sum(redis.zcard(k) for k in redis.scan_iter("long_polls:*")) == 2, 10, "two long polls waiting")
+        waiting = lambda: sum(redis.zcard(k) for k in redis.scan_iter("long_polls:*")) == 2  # noqa: E731
+        wait_for(waiting, 10, "two long polls waiting")
         refused = client.get(f"{url}?wait=4")
         assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "too_many_long_polls"
         assert int(refused.headers["Retry-After"]) > 0

@@ -68,11 +68,17 @@ def classify_16(url: str) -> dict:
     response = requests.post(f"{url}/api/v1/jobs", files=files, timeout=60)
     assert response.status_code == 202, response.text
     status_url = url + response.json()["status_url"]
-    return wait_for(lambda: (j := requests.get(status_url, params={"wait": 10}, timeout=30).json())["status"] == "done" and j,
-                    120, "the 16-image job", interval=0)
+    def done() -> dict | None:
+        job = requests.get(status_url, params={"wait": 10}, timeout=30).json()
+        return job if job["status"] == "done" else None
+
+    return wait_for(done, 120, "the 16-image job", interval=0)
 
 
-def under_attack(web: WebServer, hostile: list[bytes], settled=lambda: True) -> tuple[dict, list[float], list[str], list[bytes | None]]:
+Attack = tuple[dict, list[float], list[str], list[bytes | None]]  # the job, probe latencies, misses, answers
+
+
+def under_attack(web: WebServer, hostile: list[bytes], settled=lambda: True) -> Attack:
     """Opens the hostile connections and waits until they are `settled` (taken in and waiting),
     then for HOLD_S probes /health and runs a 16-image job."""
     stop, latencies, misses = threading.Event(), [], []
@@ -96,7 +102,8 @@ def under_attack(web: WebServer, hostile: list[bytes], settled=lambda: True) -> 
         deadline = time.monotonic() + 15  # past the long polls' 30 s wait, with room to spare
         answers = [read_answer(sock, deadline) for sock in sockets]
     latencies.sort()
-    print(f"\n{len(hostile)} hostile connections, {len(latencies)} probes: median {latencies[len(latencies) // 2]:.3f} s, "
+    median = latencies[len(latencies) // 2]
+    print(f"\n{len(hostile)} hostile connections, {len(latencies)} probes: median {median:.3f} s, "
           f"max {latencies[-1]:.3f} s, misses {len(misses)}; the 16-image job took {job_s:.1f} s")
     return job, latencies, misses, answers
 
@@ -171,5 +178,6 @@ def test_a_body_that_stops_arriving_is_given_up_on(web):
 
 
 def test_listens_on_loopback_unless_host_is_set(web):
-    listening = [c.laddr for c in psutil.Process(web.process.pid).net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+    connections = psutil.Process(web.process.pid).net_connections("tcp")
+    listening = [c.laddr for c in connections if c.status == psutil.CONN_LISTEN]
     assert [(address.ip, address.port) for address in listening] == [("127.0.0.1", web.port)]

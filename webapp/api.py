@@ -63,7 +63,8 @@ def create_job(files_data):
 @bp.output(schemas.JobOut)
 @bp.doc(summary="A job's status and results",
         responses={404: "unknown or expired job id", 422: "bad wait value",
-                   429: "this client already holds the most long polls it may", 503: "Redis unreachable; retry after Retry-After"})
+                   429: "this client already holds the most long polls it may",
+                   503: "Redis unreachable; retry after Retry-After"})
 def get_job(job_id: str, query_data):
     wait = query_data["wait"]
     if not 0 <= wait <= MAX_WAIT_S:
