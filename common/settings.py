@@ -50,9 +50,12 @@ class Settings:
     # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
     model_path: str = setting(str(REPO / "models" / "sports100-lite0-int8.onnx"),
                               "the ONNX model; its card is the same path with .json")
+    host: str = setting("127.0.0.1", "the address the web app listens on; 0.0.0.0 opens it to other hosts")
     port: int = setting(8000, "the web app's port")
     web_processes: int = setting(0, "gunicorn processes; 0: min(4, cores)")
-    web_threads: int = setting(16, "threads per gunicorn process (a long poll holds one while it waits)")
+    web_connections: int = setting(1000, "connections one web process serves at once (gevent); it stops accepting beyond")
+    web_idle_timeout_s: int = setting(5, "a request's line and headers must arrive within this; also the keep-alive timeout")
+    web_body_timeout_s: int = setting(30, "a client silent this long while sending its body is dropped: 400 incomplete_body")
     # Limits on what one client may send (README "Limits" documents them for users).
     max_image_bytes: int = setting(10 * 1024 * 1024, "a larger file is refused: 413 file_too_large")
     max_request_bytes: int = setting(80 * 1024 * 1024, "a larger request is refused: 413 request_too_large")
@@ -64,6 +67,8 @@ class Settings:
     max_redis_mb: int = setting(2048, "Redis memory in use beyond which submissions get 503 overloaded + Retry-After")
     rate_limit: str = setting("600/minute", "submissions per client address, counted in Redis; empty turns it off")
     api_key: str = setting("", "when set, submissions need the header X-API-Key with this value")
+    max_long_polls_per_client: int = setting(20, "long polls (?wait=, /predict) one client address may hold at once; "
+                                             "beyond: 429 too_many_long_polls")
     result_ttl_s: int = setting(24 * 3600, "a job and its results expire this long after their last write")
     chunk_size: int = setting(16, "images per Celery task, run as one batched inference")
     visibility_timeout_s: int = setting(120, "a task held by a worker that vanished is handed out again after this")

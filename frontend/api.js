@@ -48,10 +48,22 @@ export function getLimits() {
   return limitsRequest;
 }
 
-export function createJob(files) {
+// A service run with API_KEY refuses submissions without it (401): the user is asked for the key,
+// which is kept in this page's memory only, never in storage, and sent with each submission.
+let apiKey = '';
+export async function createJob(files) {
   const form = new FormData();
   files.forEach((file) => form.append('file', file, file.name));
-  return request('/api/v1/jobs', { method: 'POST', body: form });
+  while (true) {
+    try {
+      const headers = apiKey ? { 'X-API-Key': apiKey } : {};
+      return await request('/api/v1/jobs', { method: 'POST', body: form, headers });
+    } catch (error) {
+      const key = error.status === 401 ? window.prompt(`${error.message}. API key:`) : null;
+      if (!key) throw error;
+      apiKey = key;
+    }
+  }
 }
 
 // A long poll: answered as soon as the job is done, or as it stands after LONG_POLL_S.

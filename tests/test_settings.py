@@ -27,7 +27,7 @@ def clean_environment(**variables: str) -> dict:
 
 @pytest.mark.parametrize("name, value, expected", [("MAX_IMAGES_PER_JOB", "ten", "a whole number (int)"),
                                                    ("PREDICT_TIMEOUT_S", "soon", "a number (float)"),
-                                                   ("WEB_THREADS", "1.5", "a whole number (int)")])
+                                                   ("WEB_CONNECTIONS", "1.5", "a whole number (int)")])
 def test_a_bad_value_names_the_variable_and_the_type(name, value, expected):
     with pytest.raises(SettingError) as error:
         Settings.from_env({name: value})

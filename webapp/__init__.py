@@ -44,7 +44,10 @@ def configure(app: APIFlask, settings: Settings) -> None:
 def connect_services(app: APIFlask, settings: Settings) -> None:
     # Timeouts: a Redis that stops answering (a partition, a failover) must cost a request a 503,
     # not hold its thread forever; long polls wait on their own timeout, not the socket's.
-    redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10)
+    # Pool: every connection being served may wait in a long poll, which holds a subscription and
+    # reads with a second connection; with fewer, polls beyond the pool would fail.
+    redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
+                           max_connections=2 * settings.web_connections)
     app.extensions["settings"] = settings
     app.extensions["redis"] = redis
     app.extensions["jobs"] = JobStore(redis, settings.result_ttl_s, settings.dispatch_grace_s,

@@ -10,7 +10,7 @@ from common.error_codes import ErrorCode
 from common.model_card import model_identity
 from webapp import examples, schemas
 from webapp.errors import fail
-from webapp.guards import GUARD_ERRORS, submission
+from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
 from webapp.openapi import errors
 from webapp.uploads import UPLOAD_ERRORS, read_upload, submit
 
@@ -36,7 +36,7 @@ def job_document(job: dict) -> dict:
 
 def find_job(job_id: str, wait_s: float) -> dict:
     try:
-        uuid.UUID(job_id)
+        job_id = str(uuid.UUID(job_id))  # the canonical form: ids are case-insensitive, as UUIDs are
     except ValueError:
         fail(ErrorCode.JOB_NOT_FOUND, f"no job with id {job_id!r}: job ids are UUIDs")
     jobs = current_app.extensions["jobs"]
@@ -67,12 +67,15 @@ def create_job(files_data):
 @bp.output(schemas.JobOut, example=examples.JOB_DONE)
 @bp.doc(summary="A job's status and results",
         responses=errors(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_WAIT,
-                         ErrorCode.UNAVAILABLE))
+                         ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.UNAVAILABLE))
 def get_job(job_id: str, query_data):
     wait = query_data["wait"]
     if not 0 <= wait <= MAX_WAIT_S:
         fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
-    return find_job(job_id, wait)
+    if wait == 0:
+        return find_job(job_id, wait)
+    with long_poll_slot(wait):
+        return find_job(job_id, wait)
 
 
 @bp.get("/classes")

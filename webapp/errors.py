@@ -6,8 +6,9 @@ from typing import NoReturn
 
 from apiflask import APIFlask, HTTPError, abort
 from flask import Response, current_app, request
+from gunicorn.http.errors import ParseException
 from redis.exceptions import RedisError
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from common.error_codes import ErrorCode
 
@@ -33,9 +34,27 @@ def error_body(error: HTTPError) -> tuple[dict, int, dict]:
 
 
 def too_large(exc: RequestEntityTooLarge):
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
-    code = ErrorCode.REQUEST_TOO_LARGE
-    return {"error": {"code": code, "message": f"the request is over the limit of {limit:,} bytes"}}, code.status
+    """werkzeug raises the same error for too many bytes and for too many form parts: a request
+    whose declared length is within the byte limit was refused for its parts."""
+    limit, length = current_app.config["MAX_CONTENT_LENGTH"], request.content_length
+    if length is not None and length <= limit:
+        parts = current_app.config["MAX_FORM_PARTS"]
+        return _body(ErrorCode.TOO_MANY_PARTS, f"the form has more than {parts:,} parts, the most one request may have")
+    return _body(ErrorCode.REQUEST_TOO_LARGE, f"the request is over the limit of {limit:,} bytes")
+
+
+def malformed(exc: ParseException):
+    """A body whose framing is broken (a bad chunk size) shows only as the app reads it."""
+    return _body(ErrorCode.MALFORMED_REQUEST, f"the request is malformed: {exc}")
+
+
+def incomplete_body(exc: ClientDisconnected):
+    """The body ended early, or stopped arriving for longer than the front waits."""
+    return _body(ErrorCode.INCOMPLETE_BODY, "the request's body ended, or stopped arriving, before its declared length")
+
+
+def _body(code: ErrorCode, message: str) -> tuple[dict, int]:
+    return {"error": {"code": code, "message": message}}, code.status
 
 
 def redis_down(exc: RedisError):
@@ -62,6 +81,8 @@ def security_headers(response: Response) -> Response:
 def register(app: APIFlask) -> None:
     app.error_processor(error_body)
     app.register_error_handler(RequestEntityTooLarge, too_large)
+    app.register_error_handler(ParseException, malformed)
+    app.register_error_handler(ClientDisconnected, incomplete_body)
     app.register_error_handler(RedisError, redis_down)
     app.register_error_handler(Exception, unexpected)
     app.after_request(security_headers)

@@ -1,10 +1,14 @@
 """What stands between a client and the queue: an optional API key, a per-client rate limit kept in
-Redis (so it holds across web processes and hosts), and back-pressure when the queue is too deep."""
+Redis (so it holds across web processes and hosts), back-pressure when the queue is too deep, and
+a cap on the long polls one client may hold at once."""
 from __future__ import annotations
 
 import hmac
 import math
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import wraps
 
 from apiflask import APIFlask
@@ -18,6 +22,7 @@ from common.queue import CELERY_QUEUE
 from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
+LONG_POLL_SLACK_S = 5  # a long-poll slot lapses this long after its poll's wait would have ended
 SECURITY_SCHEMES = {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
 # What `submission` can answer (UNAVAILABLE: Redis unreachable).
 GUARD_ERRORS = (ErrorCode.UNAUTHORIZED, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.OVERLOADED, ErrorCode.UNAVAILABLE)
@@ -68,3 +73,28 @@ def submission(view):
         _check_backlog()
         return view(*args, **kwargs)
     return guarded
+
+
+@contextmanager
+def long_poll_slot(wait_s: float) -> Iterator[None]:
+    """Holds one of the client's long-poll slots while its poll waits, or answers 429 if it has none
+    left. The slots live in Redis (a sorted set per client, scored by when each poll ends at the
+    latest), so the cap holds across web processes, and a slot whose process died frees itself."""
+    settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
+    client = request.remote_addr or "unknown"
+    key, slot, now = f"long_polls:{client}", uuid.uuid4().hex, time.time()
+    with redis.pipeline() as pipe:
+        pipe.zremrangebyscore(key, "-inf", now)
+        pipe.zadd(key, {slot: now + wait_s + LONG_POLL_SLACK_S})
+        for only in ("nx", "gt"):  # the key outlives its longest slot, never shortened by a shorter poll
+            pipe.expire(key, math.ceil(wait_s) + LONG_POLL_SLACK_S, **{only: True})
+        pipe.zcard(key)
+        held = pipe.execute()[-1]
+    try:
+        if held > settings.max_long_polls_per_client:
+            fail(ErrorCode.TOO_MANY_LONG_POLLS, f"{client} already holds {settings.max_long_polls_per_client} long "
+                 "polls (?wait=), the most one client may; wait for one to answer, or poll without wait",
+                 headers={"Retry-After": "5"})
+        yield
+    finally:
+        redis.zrem(key, slot)

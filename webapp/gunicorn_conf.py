@@ -1,11 +1,47 @@
-"""gunicorn settings: threads, because a long poll (?wait=) holds its thread while it waits."""
+"""gunicorn settings. gevent workers: each connection costs a greenlet, not a thread, so clients
+that send slowly or hold a long poll (?wait=) keep no one else waiting (README, "The front")."""
+import json
+import textwrap
+
+from gunicorn import util
+
 from common.settings import Settings, cores
 
 settings = Settings.from_env()
-bind = f"0.0.0.0:{settings.port}"
+bind = f"{settings.host}:{settings.port}"  # compose sets HOST=0.0.0.0
 workers = settings.web_processes or min(4, cores())
-worker_class = "gthread"
-threads = settings.web_threads
-timeout = 60  # above the longest wait (30 s) a request may legitimately take
-graceful_timeout = 30
+worker_class = "gevent"
+worker_connections = settings.web_connections  # the app sizes its Redis pool by it too
+# The gevent worker bounds two waits with this: for an idle keep-alive connection's next request,
+# and for each request's line and headers to arrive (a client sending half a header is dropped).
+keepalive = settings.web_idle_timeout_s
+# Once the headers are in: a client silent this long while sending its body (or reading the answer)
+# is dropped, so a connection that vanished mid-upload is not held for good.
+body_timeout_s = settings.web_body_timeout_s
+timeout = 60  # a worker silent this long is restarted; far above any request's legitimate wait
+graceful_timeout = 35  # lets a long poll (30 s at most) finish on restart
 accesslog = "-"
+
+
+def write_json_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's own answer to a request it cannot parse (bad request line, header, framing), in
+    the API's error shape instead of its HTML page."""
+    code = reason.lower().replace(" ", "_").replace("-", "_")
+    body = json.dumps({"error": {"code": code, "message": message or reason}})
+    head = textwrap.dedent(f"""\
+        HTTP/1.1 {status} {reason}\r
+        Connection: close\r
+        Content-Type: application/json\r
+        X-Content-Type-Options: nosniff\r
+        Content-Length: {len(body)}\r
+        \r
+        """)
+    util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+def pre_request(worker, req) -> None:
+    req.unreader.sock.settimeout(body_timeout_s)
+
+
+def on_starting(server) -> None:
+    util.write_error = write_json_error  # the one place gunicorn writes its errors; workers inherit it

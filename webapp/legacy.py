@@ -8,7 +8,7 @@ from flask import current_app, url_for
 from common.error_codes import ErrorCode
 from webapp import examples, schemas
 from webapp.errors import fail
-from webapp.guards import GUARD_ERRORS, submission
+from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
 from webapp.openapi import errors
 from webapp.uploads import UPLOAD_ERRORS, read_upload, submit
 
@@ -29,12 +29,14 @@ def percent(confidence: float) -> float:
 @bp.input(schemas.PredictIn, location="files", validation=False, examples=examples.PREDICT_UPLOAD)
 @bp.output(schemas.PredictOut, example=examples.PREDICTION)
 @bp.doc(summary="Classify one image and wait for the answer", description=f"`{examples.PREDICT_CURL}`",
-        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, ErrorCode.JOB_LOST, ErrorCode.TIMEOUT, *IMAGE_FAILURES))
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.JOB_LOST, ErrorCode.TIMEOUT,
+                         *IMAGE_FAILURES))
 def predict(files_data):
-    job = read_upload(max_files=1)
-    submit(job)
     settings = current_app.extensions["settings"]
-    job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
+    with long_poll_slot(settings.predict_timeout_s):  # it waits as a long poll does, so it counts as one
+        job = read_upload(max_files=1)
+        submit(job)
+        job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
     if job_now is None:  # evicted or flushed from Redis while we waited
         fail(ErrorCode.JOB_LOST, "the job was lost from the job store; send the image again")
     result = job_now["results"][0]

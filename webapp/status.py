@@ -29,7 +29,7 @@ def ready():
     try:
         redis.ping()
         alive = workers.ready_workers(redis)
-        problems = [p["problem"] for p in workers.worker_problems(redis)]
+        problems = [public_problem(p["problem"]) for p in workers.worker_problems(redis)]
     except RedisError as exc:
         body = {"status": "not_ready", "redis": f"unreachable: {type(exc).__name__}", "workers": 0, "model": None, "problems": []}
         return body, 503
@@ -38,3 +38,9 @@ def ready():
     if not alive and not problems:
         body["problems"] = ["no worker has announced a loaded model yet"]
     return body, 200 if alive else 503
+
+
+def public_problem(problem: str) -> str:
+    """What went wrong, without the details after the first colon (an exception's text, which can
+    name files and folders on the worker's host); the worker's log has them in full."""
+    return f"{problem.split(':', 1)[0]} (details in the worker's log)"
