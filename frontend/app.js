@@ -331,9 +331,11 @@ async function showModel() {
   try {
     const model = await api.getModel();
     const a = model.accuracy;
+    const real = model.real_world_accuracy;
     info.textContent = `Model: ${model.name}, version ${model.version}`
       + (a ? ` · Accuracy on ${a.images} held-out photos: ${formatPercent(a.top1)} right first time,`
-        + ` ${formatPercent(a.top3)} in its top 3` : '');
+        + ` ${formatPercent(a.top3)} in its top 3` : '')
+      + (real ? ` · on ${real.images} real-world photos: ${formatPercent(real.top1)} right first time` : '');
   } catch (error) {
     info.textContent = `Model details are unavailable right now (${error.message})`;
   }

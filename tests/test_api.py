@@ -175,6 +175,7 @@ def test_model_names_the_served_model_and_its_accuracy(client, app):
     card = app.extensions["model_card"]
     assert (body["name"], body["version"]) == (card["name"], card["version"])
     assert body["accuracy"] == card["metrics"]["valid"] and 0 < body["accuracy"]["top1"] <= 1
+    assert body["real_world_accuracy"] == card["metrics"]["wild-dev"]
 
 
 def test_predict_legacy_endpoint(client, app):

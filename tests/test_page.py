@@ -134,6 +134,8 @@ def test_sample_photos_show_their_sports_times_and_the_models_accuracy(browser, 
     expect(footer).to_contain_text(card["name"])
     expect(footer).to_contain_text(f"{accuracy['top1'] * 100:.1f}% right first time")
     expect(footer).to_contain_text(f"{accuracy['images']} held-out photos")
+    real = card["metrics"]["wild-dev"]
+    expect(footer).to_contain_text(f"on {real['images']} real-world photos: {real['top1'] * 100:.1f}% right first time")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 

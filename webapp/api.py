@@ -97,9 +97,10 @@ def get_limits():
 
 
 @bp.get("/model")
-@bp.output(schemas.ModelOut)
+@bp.output(schemas.ModelOut, example=examples.MODEL_INFO)
 @bp.doc(summary="The model this deployment serves, and how often it is right")
 def get_model():
     card = current_app.extensions["model_card"]
+    metrics = card.get("metrics", {})
     return model_identity(card) | {"architecture": card.get("architecture"), "precision": card.get("precision"),
-                                   "accuracy": card.get("metrics", {}).get("valid")}
+                                   "accuracy": metrics.get("valid"), "real_world_accuracy": metrics.get("wild-dev")}

@@ -80,6 +80,9 @@ class ModelOut(ModelInfo):
     precision = String(allow_none=True)
     accuracy = Nested(Accuracy, allow_none=True, required=True,
                       metadata={"description": "on the validation split; null when the model card has no figures"})
+    real_world_accuracy = Nested(Accuracy, allow_none=True, required=True,
+                                 metadata={"description": "on real-world photos of 13 sports (wild-dev); null when "
+                                                          "the model card has no figures"})
 
 
 class JobOut(Schema):
