@@ -24,8 +24,8 @@ from bench.ceiling import measure_ceiling
 from bench.images import large_jpeg, load_photos
 from bench.memory import PeakRss
 from bench.phases import run_baseline, run_service
-from bench.procs import exit_once, stop_all
 from common.settings import REPO, Settings, cores
+from harness import stop_all
 
 SCALING_MODE = "WORKER_PROCESSES=N in one Celery worker, ONNX Runtime threads per process = cores / N"
 
@@ -111,6 +111,17 @@ def fresh_log_dir() -> Path:
 def settings(args: argparse.Namespace, plan: Plan) -> dict:
     return {"quick": args.quick, "model": args.model,
             "images_per_phase": plan.images_per_phase, "scaling_mode": SCALING_MODE, "plan": asdict(plan)}
+
+
+def exit_once(signum: int, _frame) -> None:
+    """Handler for SIGTERM and SIGINT: the first unwinds the run, which stops every server on the
+    way out; later ones are ignored so they cannot cut that clean-up short (`timeout` signals
+    both its child and its own process group, and an impatient Ctrl-C often comes twice)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ def cores() -> int:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
+    # INT8, as ml/export.py's rule chooses it (README "Model" has both models' figures).
     model_path: str = str(REPO / "models" / "sports100-lite0-int8.onnx")
     # Limits on what one client may send (README "Limits" documents them for users).
     max_image_bytes: int = 10 * 1024 * 1024
@@ -54,6 +54,9 @@ class Settings:
     cors_origins: str = ""  # comma-separated origins allowed to call the API; empty: same-origin only
     worker_processes: int = 0  # worker processes per host; 0: one per core (see cores())
     worker_threads: int = 0  # ONNX Runtime threads per worker process; 0: cores / processes
+    port: int = 8000  # where gunicorn (webapp/gunicorn_conf.py) listens
+    web_processes: int = 0  # gunicorn processes; 0: one per core, at most 4
+    web_threads: int = 16  # threads per gunicorn process: a long poll (?wait=) holds one while it waits
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

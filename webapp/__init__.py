@@ -47,8 +47,7 @@ def connect_services(app: APIFlask, settings: Settings) -> None:
     redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10)
     app.extensions["settings"] = settings
     app.extensions["redis"] = redis
-    app.extensions["jobs"] = JobStore(redis, settings.result_ttl_s, settings.dispatch_grace_s,
-                              settings.requeue_after_s)
+    app.extensions["jobs"] = JobStore.for_settings(redis, settings)
     app.extensions["celery"] = make_celery(settings)
     app.extensions["model_card"] = load_card(settings.model_card_path)
 

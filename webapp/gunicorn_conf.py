@@ -1,12 +1,12 @@
-"""gunicorn settings: threads, because a long poll (?wait=) holds its thread while it waits."""
-import os
+"""gunicorn settings, from the same Settings as everything else (PORT, WEB_PROCESSES, WEB_THREADS):
+threads, because a long poll (?wait=) holds its thread while it waits."""
+from common.settings import Settings, cores
 
-from common.settings import cores
-
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_PROCESSES", min(4, cores())))
+settings = Settings.from_env()
+bind = f"0.0.0.0:{settings.port}"
+workers = settings.web_processes or min(4, cores())
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", 16))
+threads = settings.web_threads
 timeout = 60  # above the longest wait (30 s) a request may legitimately take
 graceful_timeout = 30
 accesslog = "-"

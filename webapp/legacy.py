@@ -5,6 +5,7 @@ from __future__ import annotations
 from apiflask import APIBlueprint, abort
 from flask import current_app, url_for
 
+from common.jobs import DONE, FAILED
 from webapp import schemas
 from webapp.guards import submission
 from webapp.uploads import read_upload, submit
@@ -36,11 +37,11 @@ def predict(files_data):
     job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
     if job_now is None:  # evicted or flushed from Redis while we waited
         abort(503, "the job was lost from the job store; send the image again", extra_data={"code": "job_lost"})
-    result = job_now["results"][0]
-    if result["status"] == "failed":
+    result = job_now.images[0]
+    if result["status"] == FAILED:
         code = result["error"]["code"]
         abort(SERVICE_FAILURES.get(code, 422), result["error"]["message"], extra_data={"code": code})
-    if result["status"] != "done":
+    if result["status"] != DONE:
         status_url = url_for("api.get_job", job_id=job.job_id)
         abort(504, f"no result within {settings.predict_timeout_s:g} s; the job goes on at {status_url}",
               extra_data={"code": "timeout", "job_id": job.job_id, "status_url": status_url})

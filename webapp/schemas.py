@@ -5,7 +5,7 @@ from apiflask import Schema
 from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf
 
-IMAGE_STATUSES = ["queued", "running", "done", "failed"]
+from common.jobs import IMAGE_STATUSES, JOB_STATUSES, QUEUED
 
 
 class ErrorDetail(Schema):
@@ -28,7 +28,7 @@ class PredictIn(Schema):
 
 class JobAccepted(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
-    status = String(required=True, validate=OneOf(["queued"]))
+    status = String(required=True, validate=OneOf([QUEUED]))
     total = Integer(required=True)
     status_url = String(required=True)
 
@@ -60,7 +60,7 @@ class ModelInfo(Schema):
 
 class JobOut(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
-    status = String(required=True, validate=OneOf(["queued", "running", "done"]))
+    status = String(required=True, validate=OneOf(JOB_STATUSES))
     progress = Nested(Progress, required=True)
     created_at = String(required=True, metadata={"format": "date-time"})
     finished_at = String(allow_none=True, required=True, metadata={"format": "date-time"})
