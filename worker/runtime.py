@@ -51,9 +51,9 @@ def keep_doing(action: Callable[[], None], stop: threading.Event) -> None:
 
 
 class Runtime:
-    """One pool process's connection, job store and model session, with its background threads."""
+    """One pool process's connection, job store and model session, and its background threads."""
 
-    def __init__(self, app: Celery, settings: Settings, stop: threading.Event):
+    def __init__(self, app: Celery, settings: Settings):
         self.app, self.settings = app, settings
         # A Redis restart must make tasks wait, not fail their images: retry for about 4 minutes.
         self.redis = Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=5, base=0.1), 60),
@@ -62,9 +62,13 @@ class Runtime:
         threads = settings.worker_threads or default_threads(settings.processes)
         self.classifier = load_classifier(settings, threads)
         log.info("%s loaded %s with %d threads", worker_id(), self.classifier.identity, threads)
+
+    def start(self, stop: threading.Event) -> "Runtime":
+        """The heartbeat that says this process serves, and the sweeper; both end with `stop`."""
         me = worker_id()
         keep_doing(lambda: workers.announce(self.redis, me, self.classifier.identity), stop)
         keep_doing(self.queue_due, stop)
+        return self
 
     def queue_due(self) -> None:
         """Queues the pending chunks nobody queued (their web process died) or whose task was lost;
@@ -92,7 +96,7 @@ class Lifecycle:
 
     def runtime(self) -> Runtime:
         if self.current is None:
-            self.current = Runtime(self.app, self.settings, self.stop)
+            self.current = Runtime(self.app, self.settings).start(self.stop)
         return self.current
 
     def check_model(self, **_) -> None:
