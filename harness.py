@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -66,7 +67,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class Service:
     """One started command with its log file; `stop()` may be called twice, or after a crash."""
 
-    started: list["Service"] = []  # every one ever started, for stop_all()
+    started: list["Service"] = []  # every one ever started, for stopped_on_exit()
 
     def __init__(self, name: str, log: Path):
         self.name, self.log, self.process = name, log, None
@@ -115,10 +116,16 @@ class Service:
             pass  # the whole group is gone already
 
 
-def stop_all() -> None:
-    """The backstop: stops anything still running, newest first (so a worker goes before its Redis)."""
-    for service in reversed(Service.started):
-        service.stop()
+@contextmanager
+def stopped_on_exit():
+    """The backstop: on the way out, stops every process started inside that still runs, newest
+    first (so a worker goes before its Redis), e.g. one started just as a signal cut a start short."""
+    first = len(Service.started)
+    try:
+        yield
+    finally:
+        for service in reversed(Service.started[first:]):
+            service.stop()
 
 
 def _pings(url: str) -> bool:

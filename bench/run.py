@@ -25,7 +25,7 @@ from bench.images import large_jpeg, load_photos
 from bench.memory import PeakRss
 from bench.phases import run_baseline, run_service
 from common.settings import REPO, Settings, cores
-from harness import stop_all
+from harness import stopped_on_exit
 
 SCALING_MODE = "WORKER_PROCESSES=N in one Celery worker, ONNX Runtime threads per process = cores / N"
 
@@ -130,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, exit_once)
     started, machine = time.monotonic(), machine_info()
-    try:
+    with stopped_on_exit():
         measured = measure(args, plan, fresh_log_dir())
-    finally:
-        stop_all()
     loads = [measured["baseline"], *measured["service"], *measured["scaling"]]
     results = {"machine": machine, "settings": settings(args, plan),
                "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),
