@@ -51,17 +51,16 @@ def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]
     """Sends one task per pending chunk and marks the sent ones dispatched. Returns the chunks the
     broker refused (from the first refusal on): they stay pending, for the caller to fail or to
     leave for a worker to queue once due."""
-    for n, chunk in enumerate(chunks):
+    sent = 0
+    for chunk in chunks:
         try:
             celery.send_task(CLASSIFY_TASK, args=[job_id, chunk])
         except OperationalError:
-            log.warning("job %s: the broker refused chunks %s", job_id, chunks[n:], exc_info=True)
-            sent, refused = chunks[:n], chunks[n:]
+            log.warning("job %s: the broker refused chunks %s", job_id, chunks[sent:], exc_info=True)
             break
-    else:
-        sent, refused = chunks, []
+        sent += 1
     try:
-        jobs.chunks.dispatched(job_id, sent)
+        jobs.chunks.dispatched(job_id, chunks[:sent])
     except RedisError:  # the chunks are queued: at worst a worker queues them again once due
         log.warning("job %s: could not mark its chunks queued", job_id, exc_info=True)
-    return refused
+    return chunks[sent:]
