@@ -15,6 +15,7 @@ import numpy as np
 import requests
 
 from bench.images import Photo
+from common.jobs import DONE
 
 # Bounds on a broken service: a job not done in time fails, and once a phase runs past its
 # deadline the work not yet sent fails unsent, so a dead worker costs minutes, not hours.
@@ -125,12 +126,12 @@ def wait_done(session: requests.Session, status_url: str) -> dict:
         response = session.get(status_url, params={"wait": 30}, timeout=60)
         response.raise_for_status()
         job = response.json()
-        if job["status"] == "done" or time.monotonic() > deadline:
+        if job["status"] == DONE or time.monotonic() > deadline:
             return job
 
 
 def check_job(job: dict, images: int) -> None:
     """Done means every image done with three predictions; a failed image fails the job here."""
-    bad = [r["index"] for r in job["results"] if r["status"] != "done" or len(r["top3"]) != 3]
-    if job["status"] != "done" or len(job["results"]) != images or bad:
+    bad = [r["index"] for r in job["results"] if r["status"] != DONE or len(r["top3"]) != 3]
+    if job["status"] != DONE or len(job["results"]) != images or bad:
         raise ValueError(f"job {job['job_id']} is {job['status']}; images not done: {bad[:5]}")

@@ -3,15 +3,12 @@ phase sends the same bytes and no phase pays for disk reads the others do not.""
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
-from common.settings import REPO
+from harness import valid_images
 
-DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "sports100"))
 LARGE_SIZE = (4000, 3000)  # a 12-megapixel phone photo, the usual size of a real upload
 
 
@@ -21,19 +18,9 @@ class Photo:
     data: bytes
 
 
-def load_photos(count: int, data_dir: Path = DATA) -> list[Photo]:
-    """`count` distinct photos taken from each class in turn, so even a small set spans the sports
-    and the choice is the same on every run (photos repeat only past the split's size)."""
-    folders = sorted(p for p in (data_dir / "valid").iterdir() if p.is_dir())
-    if not folders:
-        raise FileNotFoundError(f"no class folders under {data_dir / 'valid'}; set SPORTS100_DATA")
-    files = [sorted(folder.glob("*.jpg")) for folder in folders]
-    photos = []
-    for i in range(count):
-        in_folder = files[i % len(folders)]
-        path = in_folder[(i // len(folders)) % len(in_folder)]
-        photos.append(Photo(f"{path.parent.name}-{path.name}", path.read_bytes()))
-    return photos
+def load_photos(count: int) -> list[Photo]:
+    """`count` distinct photos taken from each class in turn (photos repeat only past the split's size)."""
+    return [Photo(f"{label}-{path.name}", path.read_bytes()) for path, label in valid_images(count)]
 
 
 def large_jpeg(photo: Photo, size: tuple[int, int] = LARGE_SIZE) -> bytes:

@@ -16,7 +16,7 @@ import platform
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import report
@@ -24,8 +24,8 @@ from bench.ceiling import measure_ceiling
 from bench.images import large_jpeg, load_photos
 from bench.memory import PeakRss
 from bench.phases import run_baseline, run_service
-from bench.procs import exit_once, stop_all
-from common.settings import REPO, Settings, cores
+from common.settings import REPO, Settings
+from harness import stopped_on_exit
 
 SCALING_MODE = "WORKER_PROCESSES=N in one Celery worker, ONNX Runtime threads per process = cores / N"
 
@@ -47,18 +47,18 @@ QUICK = Plan(images_per_phase=32, decode_repeats=3, breakdown_jobs=10)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    model = Settings.from_env().model_path  # MODEL_PATH if set, else the shipped model
+    settings = Settings.from_env()  # MODEL_PATH and WORKER_PROCESSES if set, else the defaults
     parser = argparse.ArgumentParser(prog="python -m bench.run",
                                      description="The ceiling, the baseline and the service, on the same photos.")
-    parser.add_argument("--model", default=model, help="the served model (baseline and service), its card beside "
+    parser.add_argument("--model", default=settings.model_path, help="the served model (baseline and service), its card beside "
                         "it; the ceiling measures every model in its folder (default: %(default)s)")
-    parser.add_argument("--worker-processes", type=int, default=int(os.environ.get("WORKER_PROCESSES") or 0),
+    parser.add_argument("--worker-processes", type=int, default=settings.worker_processes,
                         help="pool processes of the worker in phase 3; 0: one per core, as in production "
                              "(default: $WORKER_PROCESSES or 0)")
     parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
     parser.add_argument("--out", type=Path, default=report.HERE, help="where RESULTS.md and results.json go (default: bench/)")
     args = parser.parse_args(argv)
-    args.worker_processes = args.worker_processes or cores()  # 0: one per core, as in production
+    args.worker_processes = replace(settings, worker_processes=args.worker_processes).processes  # 0: one per core
     if not Path(args.model).is_file():
         parser.error(f"no model at {args.model}: run `make export`, or pass --model or set MODEL_PATH")
     return args
@@ -113,16 +113,25 @@ def settings(args: argparse.Namespace, plan: Plan) -> dict:
             "images_per_phase": plan.images_per_phase, "scaling_mode": SCALING_MODE, "plan": asdict(plan)}
 
 
+def exit_once(signum: int, _frame) -> None:
+    """Handler for SIGTERM and SIGINT: the first unwinds the run, which stops every server on the
+    way out; later ones are ignored so they cannot cut that clean-up short (`timeout` signals
+    both its child and its own process group, and an impatient Ctrl-C often comes twice)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     plan = QUICK if args.quick else FULL
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, exit_once)
     started, machine = time.monotonic(), machine_info()
-    try:
+    with stopped_on_exit():
         measured = measure(args, plan, fresh_log_dir())
-    finally:
-        stop_all()
     loads = [measured["baseline"], *measured["service"], *measured["scaling"]]
     results = {"machine": machine, "settings": settings(args, plan),
                "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),

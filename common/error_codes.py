@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found", 404, "no such URL"
     JOB_NOT_FOUND = "job_not_found", 404, "no job has this id: it is not a job id, or its results expired"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the URL exists, not with this method"
+    JOB_CANCELLED = "job_cancelled", 409, "`/predict`: its job was cancelled (DELETE) before the image ran"
     MALFORMED_REQUEST = "malformed_request", 400, "the request's framing is broken (for example a bad chunk size)"
     INCOMPLETE_BODY = "incomplete_body", 400, "the body ended, or stopped arriving for `WEB_BODY_TIMEOUT_S`, early"
     TOO_MANY_PARTS = "too_many_parts", 413, "more form parts than one request may have"

@@ -1,13 +1,20 @@
-"""The Celery app both sides agree on. The web process only sends tasks by name, so it never
-imports the worker's code (nor onnxruntime); the worker registers the task under that name."""
+"""The Celery app both sides agree on, and the one way work gets queued. The web process only
+sends tasks by name, so it never imports the worker's code (nor onnxruntime); the worker
+registers the task under that name."""
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
+from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from common.jobs import JobStore
 from common.settings import Settings
 
 CLASSIFY_TASK = "worker.classify_images"
 CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
+log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -38,3 +45,22 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     return celery
+
+
+def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]) -> list[list[int]]:
+    """Sends one task per pending chunk and marks the sent ones dispatched. Returns the chunks the
+    broker refused (from the first refusal on): they stay pending, for the caller to fail or to
+    leave for a worker to queue once due."""
+    sent = 0
+    for chunk in chunks:
+        try:
+            celery.send_task(CLASSIFY_TASK, args=[job_id, chunk])
+        except OperationalError:
+            log.warning("job %s: the broker refused chunks %s", job_id, chunks[sent:], exc_info=True)
+            break
+        sent += 1
+    try:
+        jobs.chunks.dispatched(job_id, chunks[:sent])
+    except RedisError:  # the chunks are queued: at worst a worker queues them again once due
+        log.warning("job %s: could not mark its chunks queued", job_id, exc_info=True)
+    return chunks[sent:]

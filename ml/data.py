@@ -11,9 +11,10 @@ from torchvision import datasets, transforms
 from torchvision.transforms import v2
 
 from common.preprocess import Preprocessing, preprocess
+from common.settings import Settings
 
-# Validation decodes exactly as the service does; this bound only guards against absurd files.
-MAX_PIXELS = 100_000_000
+# Validation decodes exactly as the service does, with the service's bound against absurd files.
+MAX_PIXELS = Settings.max_pixels
 
 
 def read_classes(data_dir: Path) -> list[str]:

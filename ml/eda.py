@@ -22,7 +22,7 @@ from ml.plots import plt  # importing ml.plots selects the Agg backend
 SUMMARY = Path(__file__).parent / "EDA.md"
 SPLITS = ("train", "valid")
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
-# Photo grids as JPEG: as PNG the 100-photo grid alone weighs ~5 MB in the repository.
+# Photo grids as JPEG: as PNG the 100-photo grid would weigh several times more in the repository.
 FIGURES = ("class_balance.png", "image_stats.png", "samples.jpg", "blurriest.jpg")
 GREY_SPREAD = 1.0  # colour below this counts as black and white: JPEG chroma noise alone stays under it
 

@@ -3,9 +3,9 @@
 Recipe (why each part): the stem and first 5 blocks stay frozen (ImageNet edges/textures; they are
 the costliest to back-propagate at high resolution), the rest fine-tunes with AdamW and a warmup +
 cosine schedule; early epochs train at 192 px and the last ones at 224 px, the size it serves at
-(progressive resizing: ~35% cheaper epochs first, then the train/test size gap closed); label
+(progressive resizing: cheaper epochs first, then the train/test size gap closed); label
 smoothing and class-weighted loss for the 59..191 images per class. Steps run under bfloat16 autocast
-(2.2x faster steps on CPUs with AVX512-BF16 or AMX; `--no-amp` elsewhere), and an exponential moving
+(faster steps on CPUs with AVX512-BF16 or AMX; `--no-amp` elsewhere), and an exponential moving
 average of the weights is what gets validated and exported (smoother than the last step's weights at
 no extra training cost). A checkpoint after every epoch lets `--resume` continue after an
 interruption; the best epoch on valid is kept for export.

@@ -7,12 +7,14 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.jobs import JobStore
-from conftest import valid_images
+from common.chunks import PENDING
+from common.jobs import CANCELLED, DONE, FAILED, JobStore
+from common.settings import Settings
+from harness import valid_images
 from worker.classify import MAX_ATTEMPTS, classify_chunk
 from worker.inference import Classifier
 
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = Settings.max_pixels
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +38,9 @@ def test_one_batch_with_a_bad_image(store, classifier):
     job_id = new_job(store, [photo, b"GIF89a broken", photo])
     classify_chunk(store, classifier, job_id, [0, 1, 2], MAX_PIXELS)
     job = store.get(job_id)
-    assert [r["status"] for r in job["results"]] == ["done", "failed", "done"]
-    assert job["results"][0]["top3"] == job["results"][2]["top3"]  # same photo, same answer in one batch
-    assert job["model"] == classifier.identity
+    assert [image["status"] for image in job.images] == [DONE, FAILED, DONE]
+    assert job.images[0]["top3"] == job.images[2]["top3"]  # same photo, same answer in one batch
+    assert job.model == classifier.identity
 
 
 def test_a_chunk_that_keeps_killing_workers_fails(store, classifier):
@@ -48,8 +50,8 @@ def test_a_chunk_that_keeps_killing_workers_fails(store, classifier):
         store.mark_running(job_id, [0, 1])
     classify_chunk(store, classifier, job_id, [0, 1], MAX_PIXELS)
     job = store.get(job_id)
-    assert job["status"] == "done"
-    assert {r["error"]["code"] for r in job["results"]} == {"worker_crashed"}
+    assert job.finished
+    assert {image["error"]["code"] for image in job.images} == {"worker_crashed"}
 
 
 def test_expired_job_is_skipped(store, classifier):
@@ -57,3 +59,13 @@ def test_expired_job_is_skipped(store, classifier):
     classify_chunk(store, classifier, job_id, [0], MAX_PIXELS)
     assert not store.redis.exists(store.key(job_id)), "a task must not bring an expired job back half-made"
     assert store.get(job_id) is None
+
+
+def test_a_cancelled_chunk_ends_with_no_result(store, classifier):
+    job_id = str(uuid.uuid4())
+    store.create(job_id, ["a.jpg"], {0: b"not even an image"}, {}, chunks=[[0]])
+    store.cancel(job_id)
+    classify_chunk(store, classifier, job_id, [0], MAX_PIXELS)
+    job = store.get(job_id)
+    assert job.images == [{"status": CANCELLED}] and job.model is None  # no result was written
+    assert store.redis.zscore(PENDING, f"{job_id} 0") is None  # and the chunk no longer waits

@@ -16,22 +16,22 @@ from redis import Redis
 from client.classify import COLUMNS, PART_OVERHEAD, Refused, plan_jobs, wait
 from common.jobs import JobStore
 from common.settings import REPO
-from conftest import TIGHT_LIMITS, valid_images
+from harness import valid_images
 
 
-def test_jobs_fit_the_limits_in_files_and_bytes(tmp_path):
+def test_jobs_fit_the_limits_in_files_and_bytes(tmp_path, tight_limits):
     sizes = [30_000, 30_000, 30_000, 10, 10, 10, 10, 70_000, 50_000]
     paths = []
     for i, size in enumerate(sizes):
         paths.append(tmp_path / f"{i}.jpg")
         paths[-1].write_bytes(b"x" * size)
-    jobs, refused = plan_jobs(paths, TIGHT_LIMITS)
+    jobs, refused = plan_jobs(paths, tight_limits)
     assert [p.name for p, _ in refused] == ["7.jpg"] and "over the limit" in refused[0][1]
     assert [[p.name for p in job] for job in jobs] == [["0.jpg", "1.jpg", "2.jpg"], ["3.jpg", "4.jpg", "5.jpg"],
                                                         ["6.jpg", "8.jpg"]]
     for job in jobs:
-        assert sum(p.stat().st_size + PART_OVERHEAD for p in job) <= TIGHT_LIMITS["max_request_bytes"]
-    _, refused = plan_jobs([tmp_path / "gone.jpg"], TIGHT_LIMITS)  # listed, then deleted
+        assert sum(p.stat().st_size + PART_OVERHEAD for p in job) <= tight_limits["max_request_bytes"]
+    _, refused = plan_jobs([tmp_path / "gone.jpg"], tight_limits)  # listed, then deleted
     assert "could not read" in refused[0][1]
 
 
@@ -46,14 +46,14 @@ def test_a_job_that_never_finishes_fails_at_the_deadline(tight_server, settings)
     assert time.monotonic() - began < 60  # a hang, not a slow machine, would break this
 
 
-def test_a_folder_is_classified_into_one_csv_row_per_file(tight_server, tmp_path):
+def test_a_folder_is_classified_into_one_csv_row_per_file(tight_server, tight_limits, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     photos = valid_images(8, start=30)
     for i, (path, _) in enumerate(photos):
         (folder / f"{i:02d}-{path.name}").write_bytes(path.read_bytes())
     (folder / "notes.jpg").write_text("not a photo")
-    (folder / "huge.jpg").write_bytes(os.urandom(TIGHT_LIMITS["max_image_bytes"] + 1))
+    (folder / "huge.jpg").write_bytes(os.urandom(tight_limits["max_image_bytes"] + 1))
     out = tmp_path / "results.csv"
     run = subprocess.run([sys.executable, "-m", "client.classify", str(folder), "--url", tight_server, "--out", str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=300)

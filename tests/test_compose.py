@@ -12,10 +12,9 @@ from pathlib import Path
 import yaml
 from redis import Redis
 
-from bench.procs import wait_for
 from common import workers
 from common.settings import REPO, Settings
-from conftest import RedisServer
+from harness import RedisServer, wait_for
 
 COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILES = sorted(REPO.glob("Dockerfile.*"))

@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 from playwright.sync_api import expect, sync_playwright
 
 from common.error_codes import ErrorCode
-from conftest import serve
+from harness import serve
 from webapp import create_app
 from webapp.openapi import RETRY_AFTER_CODES
 

@@ -2,7 +2,6 @@
 its own app over the real Redis."""
 from __future__ import annotations
 
-import dataclasses
 import io
 import itertools
 import uuid
@@ -13,20 +12,15 @@ from playwright.sync_api import expect
 from redis import Redis
 
 from common import workers
-from conftest import serve, valid_images, wait_for
+from harness import serve, valid_images, wait_for
 from test_page import browser  # noqa: F401 (the fixture: one headless Chromium per module)
 from webapp import create_app
 
-_db = itertools.count(3)  # a fresh Redis database per app: no queue or counters shared
-
 
 @pytest.fixture
-def make_client(settings):
-    def make(**overrides):
-        url = settings.redis_url.rsplit("/", 1)[0] + f"/{next(_db)}"
-        Redis.from_url(url).flushdb()
-        return create_app(dataclasses.replace(settings, redis_url=url, **overrides)).test_client()
-    return make
+def make_client(fresh_settings):
+    """A fresh Redis database per app: no queue or counters shared."""
+    return lambda **overrides: create_app(fresh_settings(**overrides)).test_client()
 
 
 def post_photo(client, headers=None):

@@ -18,7 +18,7 @@ import requests
 from redis import Redis
 
 from common.jobs import JobStore
-from conftest import WebServer, valid_images, wait_for
+from harness import WebServer, valid_images, wait_for
 
 HOSTILE = 200  # slow clients, or long polls, held at once
 HOLD_S = 20

@@ -1,4 +1,5 @@
-"""The Redis job store on its own (real Redis): idempotence, expiry, long-poll wake-up."""
+"""The Redis job store on its own (real Redis): idempotence, expiry, long-poll wake-up,
+cancellation, and the pending-chunk scheduler."""
 from __future__ import annotations
 
 import threading
@@ -8,7 +9,8 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.jobs import PENDING, JobStore, failure, success
+from common.chunks import PENDING
+from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, success
 
 TOP3 = [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3
 MODEL = {"name": "m", "version": "1"}
@@ -25,31 +27,36 @@ def new_job(store: JobStore, total: int = 2) -> str:
     return job_id
 
 
+def statuses(store: JobStore, job_id: str) -> list[str]:
+    return [image["status"] for image in store.get(job_id).images]
+
+
 def test_a_task_run_twice_changes_nothing(store):
     job_id = new_job(store)
     store.finish(job_id, {0: success(TOP3), 1: failure("corrupt_image", "bad")}, MODEL)
     first = store.get(job_id)
-    store.mark_running(job_id, [0, 1])  # the redelivered task starts again...
+    assert store.mark_running(job_id, [0, 1]).indices == []  # the redelivered task starts again...
     store.finish(job_id, {0: failure("decode_error", "x"), 1: success(TOP3)}, MODEL)  # ...and ends otherwise
     assert store.get(job_id) == first
-    assert first["status"] == "done" and first["progress"] == {"done": 1, "failed": 1, "total": 2}
+    assert first.finished and [image["status"] for image in first.images] == [DONE, FAILED]
 
 
 def test_images_are_deleted_once_final(store):
     job_id = new_job(store)
     store.finish(job_id, {0: success(TOP3)}, MODEL)
     assert store.images(job_id, [0, 1]) == [None, b"bytes"]
-    assert store.get(job_id)["status"] == "running"
+    assert statuses(store, job_id) == [DONE, QUEUED] and not store.get(job_id).finished
 
 
 def test_jobs_expire(redis_server):
     short = JobStore(Redis.from_url(redis_server.url), ttl_s=1)
     job_id = new_job(short)
     short.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)
-    assert short.get(job_id)["status"] == "done"
+    assert short.get(job_id).finished
     time.sleep(2.2)
     assert short.get(job_id) is None
-    assert short.mark_running(job_id, [0]) == 0  # a late task for an expired job does nothing
+    assert short.mark_running(job_id, [0]) is None  # a late task for an expired job does nothing
+    assert short.cancel(job_id) is None
 
 
 def test_wait_wakes_when_the_job_finishes(store):
@@ -58,13 +65,13 @@ def test_wait_wakes_when_the_job_finishes(store):
     timer.start()
     began = time.monotonic()
     job = store.wait(job_id, timeout_s=20)
-    assert job["status"] == "done"
+    assert job.finished
     assert time.monotonic() - began < 15  # woken by the message, not by the timeout
 
 
 def test_wait_returns_the_job_as_it_stands_on_timeout(store):
     job_id = new_job(store, total=1)
-    assert store.wait(job_id, timeout_s=0.2)["status"] == "queued"
+    assert store.wait(job_id, timeout_s=0.2).images == [{"status": QUEUED}]
     assert store.wait(str(uuid.uuid4()), timeout_s=0.2) is None
 
 
@@ -74,18 +81,18 @@ def test_pending_chunks_are_claimed_once_due_and_again_if_the_claimer_dies(redis
                      requeue_after_s=0.5)
     job_id = str(uuid.uuid4())
     store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"], {i: b"bytes" for i in range(3)}, {}, chunks=[[0, 1], [2]])
-    assert store.claim_due() == []  # the web process may still be queueing them
+    assert store.chunks.claim_due() == []  # the web process may still be queueing them
     time.sleep(0.6)
-    assert sorted(store.claim_due()) == [(job_id, [0, 1]), (job_id, [2])]
-    assert store.claim_due() == []  # claimed: no second worker queues them meanwhile
-    store.dispatched(job_id, [[2]])
+    assert sorted(store.chunks.claim_due()) == [(job_id, [0, 1]), (job_id, [2])]
+    assert store.chunks.claim_due() == []  # claimed: no second worker queues them meanwhile
+    store.chunks.dispatched(job_id, [[2]])
     store.finish(job_id, {2: success(TOP3)}, MODEL)
     time.sleep(0.6)  # the first claimer died before queueing [0, 1]: it comes round again; [2] is finished
-    assert store.claim_due() == [(job_id, [0, 1])]
-    store.dispatched(job_id, [[0, 1]])
-    assert store.claim_due() == []
+    assert store.chunks.claim_due() == [(job_id, [0, 1])]
+    store.chunks.dispatched(job_id, [[0, 1]])
+    assert store.chunks.claim_due() == []
     time.sleep(0.6)  # queued, but never finished: its task was lost
-    assert store.claim_due() == [(job_id, [0, 1])]
+    assert store.chunks.claim_due() == [(job_id, [0, 1])]
     store.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)
     assert store.redis.zcard(PENDING) == 0
 
@@ -95,5 +102,19 @@ def test_pending_chunks_of_expired_jobs_are_dropped(redis_server):
     job_id = str(uuid.uuid4())
     store.create(job_id, ["a.jpg"], {0: b"bytes"}, {}, chunks=[[0]])
     store.redis.delete(store.key(job_id))  # as the job's expiry would
-    assert store.claim_due() == []
+    assert store.chunks.claim_due() == []
     assert store.redis.zcard(PENDING) == 0
+
+
+def test_cancel_ends_queued_images_and_lets_running_ones_finish(store):
+    job_id = new_job(store, total=3)
+    store.finish(job_id, {2: success(TOP3)}, MODEL)
+    assert store.mark_running(job_id, [0]).indices == [0]  # a worker has this chunk in hand
+    cancelled = store.cancel(job_id)
+    assert [image["status"] for image in cancelled.images] == [RUNNING, CANCELLED, DONE]
+    assert not cancelled.finished and store.images(job_id, [1]) == [None]  # its bytes are gone
+    assert store.mark_running(job_id, [1]).indices == []  # a worker that takes the cancelled chunk has nothing to run
+    store.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)  # the running chunk ends as usual
+    job = store.get(job_id)
+    assert job.finished and [image["status"] for image in job.images] == [DONE, CANCELLED, DONE]
+    assert store.cancel(job_id) == job  # again: nothing changes

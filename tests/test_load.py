@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import WebServer, Worker, valid_images, wait_for
+from harness import WebServer, Worker, valid_images, wait_for
 
 CLIENTS, JOBS_PER_CLIENT, IMAGES_PER_JOB = 20, 10, 5  # 1,000 images
 

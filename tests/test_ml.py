@@ -13,7 +13,7 @@ import pytest
 
 from common.model_card import load_card
 from common.settings import REPO, Settings
-from conftest import DATA
+from harness import DATA
 from ml import calibrate, export
 from ml.data import read_classes
 from ml.evaluate import evaluate

@@ -11,7 +11,7 @@ from nbclient import NotebookClient
 
 from common.model_card import load_card
 from common.settings import REPO, Settings
-from conftest import DATA
+from harness import DATA
 
 NOTEBOOK = REPO / "ml" / "notebooks" / "training.ipynb"
 REPORTS = REPO / "ml" / "reports"

@@ -17,8 +17,7 @@ from PIL import Image
 from playwright.sync_api import Locator, Page, expect, sync_playwright
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from bench.procs import free_port
-from conftest import TIGHT_LIMITS, valid_images
+from harness import free_port, valid_images
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -60,11 +59,11 @@ def test_bad_file_gets_a_clear_message(browser, live_server, tmp_path):
     expect(card.locator(".card-error")).to_contain_text("not a readable image")
 
 
-def test_a_large_selection_is_split_to_fit_the_limits(browser, tight_server, tmp_path):
+def test_a_large_selection_is_split_to_fit_the_limits(browser, tight_server, tight_limits, tmp_path):
     """Seven photos where a request may hold 3 files and 100 KB, and one file over the per-image
     limit: the photos go in several requests and are all classified; the big file fails alone."""
     huge = tmp_path / "huge.jpg"
-    huge.write_bytes(b"\xff" * (TIGHT_LIMITS["max_image_bytes"] + 1))
+    huge.write_bytes(b"\xff" * (tight_limits["max_image_bytes"] + 1))
     page = browser.new_page()
     page.goto(tight_server)
     page.set_input_files("#file-input", [str(path) for path, _ in valid_images(7, start=40)] + [str(huge)])

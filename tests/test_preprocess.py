@@ -7,10 +7,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from common.preprocess import ImageError, Preprocessing, center_crop_aspect, decode_rgb, preprocess
+from common.settings import Settings
 from samples import BAD, ODD_BUT_VALID, bomb, encode, exif_rotated, gradient
 
 PREP = Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-MAX_PIXELS = 64_000_000
+MAX_PIXELS = Settings.max_pixels
 
 
 @pytest.mark.parametrize("make", ODD_BUT_VALID.values(), ids=ODD_BUT_VALID.keys())

@@ -14,10 +14,9 @@ import pytest
 import requests
 from redis import Redis
 
-from bench.procs import free_port, wait_for
 from common import workers
 from common.settings import REPO
-from conftest import valid_images
+from harness import free_port, valid_images, wait_for
 
 STOPPED_WITHIN_S = 15  # issue 11: nothing of the run is left after this
 

@@ -9,12 +9,13 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.jobs import JobStore
-from common.queue import CLASSIFY_TASK, make_celery
-from conftest import RedisServer, Worker, valid_images, wait_for
+from common.jobs import QUEUED, JobStore
+from common.queue import CELERY_QUEUE, CLASSIFY_TASK, make_celery
+from harness import RedisServer, Worker, valid_images, wait_for
 from webapp import create_app
 
 PASSWORD = "correct-horse-battery-staple"
+UNACKED = "unacked"  # kombu's hash of delivered messages not yet acknowledged (acks late: until done)
 
 
 @pytest.fixture(params=["redis", "rediss"])
@@ -51,11 +52,14 @@ def test_worker_refuses_pickled_messages(private_stack):
     sender = make_celery(settings)
     sender.conf.accept_content = ["json", "pickle"]  # a hostile or misconfigured producer
     sender.send_task(CLASSIFY_TASK, args=[job_id, [0]], serializer="pickle")
-    wait_for(lambda: "pickle" in worker.log.read_text(), 30, "the worker to refuse the pickled message")
-    assert store.get(job_id)["status"] == "queued"  # never executed
+    # Taken off the queue and not held as unacknowledged: refused, or run to its end.
+    wait_for(lambda: store.redis.llen(CELERY_QUEUE) == 0 and store.redis.hlen(UNACKED) == 0, 30,
+             "the worker to take the pickled message")
+    assert store.get(job_id).images == [{"status": QUEUED}]  # refused: never executed
     assert worker.process.poll() is None  # and the worker is unharmed:
     make_celery(settings).send_task(CLASSIFY_TASK, args=[job_id, [0]])
     assert client.get(f"/api/v1/jobs/{job_id}?wait=30").get_json()["status"] == "done"
+    assert store.redis.hget(store.key(job_id), "attempts:0") == b"1"  # only the JSON task ever started it
 
 
 def test_file_names_are_names_not_paths(client):

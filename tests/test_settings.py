@@ -12,10 +12,9 @@ import pytest
 import requests
 from redis import Redis
 
-from bench.procs import Process, free_port, wait_for
 from common import workers
 from common.settings import REPO, Settings, SettingError, env_example
-from conftest import RedisServer
+from harness import RedisServer, Service, free_port, wait_for
 
 SETTING_NAMES = {f.name.upper() for f in fields(Settings)}
 
@@ -63,7 +62,8 @@ def test_make_run_reads_dotenv_and_the_environment_wins(tmp_path):
     env_file.write_text(f"# as a user writes it\nPORT={port}\nMAX_IMAGES_PER_JOB=7\nMAX_IMAGE_BYTES=1000\n"
                         "MODEL_PATH=models/sports100-lite0.onnx\nWORKER_PROCESSES=1\nWEB_PROCESSES=1\n")
     env = clean_environment(ENV_FILE=str(env_file), REDIS_URL=redis.url, MAX_IMAGE_BYTES="2000")
-    stack = Process("bin/run", ["bin/run"], env, tmp_path / "run.log")
+    stack = Service("bin/run", tmp_path / "run.log")
+    stack.launch(["bin/run"], env)
     try:
         limits = wait_for(lambda: stack.check_alive() and get_json(f"http://127.0.0.1:{port}/api/v1/limits"),
                           120, "the web app on the port .env names")

@@ -50,8 +50,7 @@ def connect_services(app: APIFlask, settings: Settings) -> None:
                            max_connections=2 * settings.web_connections)
     app.extensions["settings"] = settings
     app.extensions["redis"] = redis
-    app.extensions["jobs"] = JobStore(redis, settings.result_ttl_s, settings.dispatch_grace_s,
-                              settings.requeue_after_s)
+    app.extensions["jobs"] = JobStore.for_settings(redis, settings)
     app.extensions["celery"] = make_celery(settings)
     app.extensions["model_card"] = load_card(settings.model_card_path)
 

@@ -1,4 +1,5 @@
-"""REST contract v1: submit a job, poll it (optionally as a long poll), list the classes and limits."""
+"""REST contract v1: submit a job, poll it (optionally as a long poll), cancel it, list the classes
+and limits."""
 from __future__ import annotations
 
 import uuid
@@ -7,8 +8,10 @@ from apiflask import APIBlueprint
 from flask import current_app, url_for
 
 from common.error_codes import ErrorCode
+from common.jobs import QUEUED, Job
 from common.model_card import model_identity
 from webapp import examples, schemas
+from webapp.documents import job_document
 from webapp.errors import fail
 from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
 from webapp.openapi import errors
@@ -20,7 +23,7 @@ MAX_WAIT_S = 30.0
 DESCRIPTION = """Tells which of 100 sports a photo shows.
 
 Submit images with `POST /api/v1/jobs`, then poll the `status_url` it returns (add `?wait=S`,
-S ≤ 30, to hold the request until the job is done). Every error body is
+S ≤ 30, to hold the request until the job is done); `DELETE` it to cancel. Every error body is
 `{{"error": {{"code", "message"}}}}`.
 
 **Limits**: {s.max_images_per_job} images per job, {s.max_image_bytes:,} bytes per image,
@@ -28,22 +31,19 @@ S ≤ 30, to hold the request until the job is done). Every error body is
 {s.result_ttl_s:,} seconds."""
 
 
-def job_document(job: dict) -> dict:
-    if job["model"] is None:  # no worker has written yet: name the model this deployment serves
-        job["model"] = model_identity(current_app.extensions["model_card"])
-    return job
-
-
-def find_job(job_id: str, wait_s: float) -> dict:
+def known_id(job_id: str) -> str:
     try:
         job_id = str(uuid.UUID(job_id))  # the canonical form: ids are case-insensitive, as UUIDs are
     except ValueError:
         fail(ErrorCode.JOB_NOT_FOUND, f"no job with id {job_id!r}: job ids are UUIDs")
-    jobs = current_app.extensions["jobs"]
-    job = jobs.wait(job_id, wait_s) if wait_s > 0 else jobs.get(job_id)
+    return job_id
+
+
+def found(job: Job | None, job_id: str) -> dict:
+    """The job's v1 document, or a 404 when there is no such job."""
     if job is None:
         fail(ErrorCode.JOB_NOT_FOUND, f"no job with id {job_id!r} (unknown, or its results expired)")
-    return job_document(job)
+    return job_document(job, model_identity(current_app.extensions["model_card"]))
 
 
 @bp.post("/jobs")
@@ -58,7 +58,7 @@ def create_job(files_data):
     job = read_upload(current_app.extensions["settings"].max_images_per_job)
     submit(job)
     status_url = url_for("api.get_job", job_id=job.job_id)
-    body = {"job_id": job.job_id, "status": "queued", "total": len(job.filenames), "status_url": status_url}
+    body = {"job_id": job.job_id, "status": QUEUED, "total": len(job.filenames), "status_url": status_url}
     return body, 202, {"Location": status_url}
 
 
@@ -72,10 +72,21 @@ def get_job(job_id: str, query_data):
     wait = query_data["wait"]
     if not 0 <= wait <= MAX_WAIT_S:
         fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+    job_id, jobs = known_id(job_id), current_app.extensions["jobs"]
     if wait == 0:
-        return find_job(job_id, wait)
+        return found(jobs.get(job_id), job_id)
     with long_poll_slot(wait):
-        return find_job(job_id, wait)
+        return found(jobs.wait(job_id, wait), job_id)
+
+
+@bp.delete("/jobs/<job_id>")
+@bp.output(schemas.JobOut, description="the job after cancelling (done once no image is running)",
+           example=examples.JOB_CANCELLED)
+@bp.doc(summary="Cancel a job", description="Its queued images become `cancelled`; images already running "
+        "finish and keep their results. Cancelling again, or a finished job, changes nothing.",
+        responses=errors(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNAVAILABLE))
+def cancel_job(job_id: str):
+    return found(current_app.extensions["jobs"].cancel(known_id(job_id)), job_id)
 
 
 @bp.get("/classes")

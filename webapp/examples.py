@@ -34,6 +34,9 @@ JOB_DONE = {
     ],
 }
 
+JOB_CANCELLED = JOB_DONE | {"progress": {"done": 1, "failed": 0, "total": 2}, "results": [
+    JOB_DONE["results"][0], {"index": 1, "filename": "match.png", "status": "cancelled", "top3": [], "error": None}]}
+
 CLASSES = {"classes": ["air hockey", "ampute football", "archery"],
            "display_names": {"air hockey": "Air Hockey", "ampute football": "Amputee Football", "archery": "Archery"}}
 

@@ -6,6 +6,7 @@ from apiflask import APIBlueprint
 from flask import current_app, url_for
 
 from common.error_codes import ErrorCode
+from common.jobs import CANCELLED, DONE, FAILED
 from webapp import examples, schemas
 from webapp.errors import fail
 from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
@@ -29,8 +30,8 @@ def percent(confidence: float) -> float:
 @bp.input(schemas.PredictIn, location="files", validation=False, examples=examples.PREDICT_UPLOAD)
 @bp.output(schemas.PredictOut, example=examples.PREDICTION)
 @bp.doc(summary="Classify one image and wait for the answer", description=f"`{examples.PREDICT_CURL}`",
-        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.JOB_LOST, ErrorCode.TIMEOUT,
-                         *IMAGE_FAILURES))
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.JOB_LOST,
+                         ErrorCode.JOB_CANCELLED, ErrorCode.TIMEOUT, *IMAGE_FAILURES))
 def predict(files_data):
     settings = current_app.extensions["settings"]
     with long_poll_slot(settings.predict_timeout_s):  # it waits as a long poll does, so it counts as one
@@ -39,10 +40,12 @@ def predict(files_data):
         job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
     if job_now is None:  # evicted or flushed from Redis while we waited
         fail(ErrorCode.JOB_LOST, "the job was lost from the job store; send the image again")
-    result = job_now["results"][0]
-    if result["status"] == "failed":
+    result = job_now.images[0]
+    if result["status"] == FAILED:
         fail(ErrorCode(result["error"]["code"]), result["error"]["message"])
-    if result["status"] != "done":
+    if result["status"] == CANCELLED:
+        fail(ErrorCode.JOB_CANCELLED, f"job {job.job_id} was cancelled before its image ran")
+    if result["status"] != DONE:
         status_url = url_for("api.get_job", job_id=job.job_id)
         fail(ErrorCode.TIMEOUT, f"no result within {settings.predict_timeout_s:g} s; the job goes on at {status_url}",
              job_id=job.job_id, status_url=status_url)

@@ -6,9 +6,8 @@ from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf
 
 from common.error_codes import ErrorCode
+from common.jobs import IMAGE_STATUSES, JOB_STATUSES, QUEUED
 from webapp import examples
-
-IMAGE_STATUSES = ["queued", "running", "done", "failed"]
 
 
 class ErrorDetail(Schema):
@@ -34,7 +33,7 @@ class PredictIn(Schema):
 
 class JobAccepted(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
-    status = String(required=True, validate=OneOf(["queued"]))
+    status = String(required=True, validate=OneOf([QUEUED]))
     total = Integer(required=True)
     status_url = String(required=True)
 
@@ -87,7 +86,7 @@ class ModelOut(ModelInfo):
 
 class JobOut(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
-    status = String(required=True, validate=OneOf(["queued", "running", "done"]))
+    status = String(required=True, validate=OneOf(JOB_STATUSES))
     progress = Nested(Progress, required=True)
     created_at = String(required=True, metadata={"format": "date-time"})
     finished_at = String(allow_none=True, required=True, metadata={"format": "date-time"})

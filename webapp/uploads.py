@@ -2,28 +2,24 @@
 unreadable image is recorded as failed in its own slot so the rest of the job goes ahead."""
 from __future__ import annotations
 
-import logging
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
 from flask import current_app, request
-from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
 
+from common.chunks import chunked
 from common.error_codes import ErrorCode
 from common.jobs import failure
-from common.model_card import model_identity
 from common.preprocess import ImageError, open_image
-from common.queue import CLASSIFY_TASK
+from common.queue import enqueue
 from webapp.errors import fail
 
 FIELD = "file"
 # What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
 UPLOAD_ERRORS = (ErrorCode.NO_FILE, ErrorCode.UNEXPECTED_FIELD, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_FILES,
                  ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.UNAVAILABLE)
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -70,23 +66,12 @@ def safe_filename(name: str | None, index: int) -> str:
 
 def submit(job: NewJob) -> None:
     """Records the job, then queues its images in chunks that each run as one batched inference.
-    If this process dies in between, workers queue the chunks (see common/jobs.py). If the broker
+    If this process dies in between, workers queue the chunks (see common/chunks.py). If the broker
     fails part-way, the chunks not queued fail visibly and the client gets a 503."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
-    indices = sorted(job.images)
-    chunks = [indices[i:i + settings.chunk_size] for i in range(0, len(indices), settings.chunk_size)]
+    chunks = chunked(sorted(job.images), settings.chunk_size)
     jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
-    for n, chunk in enumerate(chunks):
-        try:
-            current_app.extensions["celery"].send_task(CLASSIFY_TASK, args=[job.job_id, chunk])
-        except OperationalError:
-            jobs.dispatched(job.job_id, chunks[:n])
-            message = "the queue was unreachable; send this image again"
-            model = model_identity(current_app.extensions["model_card"])
-            failed = {i: failure(ErrorCode.NOT_QUEUED, message) for c in chunks[n:] for i in c}
-            jobs.finish(job.job_id, failed, model, chunks[n:])
-            fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
-    try:
-        jobs.dispatched(job.job_id, chunks)
-    except RedisError:  # every chunk is queued: at worst a worker queues some again after the grace
-        log.warning("job %s: could not mark its chunks queued", job.job_id, exc_info=True)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
+    if refused:
+        jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
+        fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})

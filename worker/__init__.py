@@ -1,0 +1,20 @@
+"""The worker: a Celery app that classifies chunks of jobs with an ONNX Runtime model.
+
+`create_worker(settings)` builds it; `worker/celery_app.py` is the entry point that Celery's
+command line loads. Per-process state (the model session, heartbeats, the sweeper) is the
+runtime's (worker/runtime.py), made after the pool forks, never at import.
+"""
+from __future__ import annotations
+
+from celery import Celery
+
+from common.queue import make_celery
+from common.settings import Settings
+from worker.runtime import Lifecycle
+
+
+def create_worker(settings: Settings) -> Celery:
+    app = make_celery(settings)
+    app.conf.include = ["worker.tasks"]
+    Lifecycle(app, settings).connect()
+    return app

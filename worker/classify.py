@@ -20,17 +20,19 @@ MAX_ATTEMPTS = 3
 def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int) -> None:
     """Classifies the chunk's images in one batched inference; each bad image fails alone.
     Redis errors propagate (the job store's client retries them); nothing else escapes."""
-    attempt = store.mark_running(job_id, indices)
-    if attempt == 0:
+    started = store.mark_running(job_id, indices)
+    if started is None:
         log.warning("job %s expired before its images %s ran", job_id, indices)
         return
-    if attempt > MAX_ATTEMPTS:
+    if not started.indices:  # the job was cancelled (or the chunk already finished): end it, unrun
+        store.finish(job_id, {}, chunks=[indices])
+        return
+    if started.attempt > MAX_ATTEMPTS:
         message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
-        failed = {i: failure(ErrorCode.WORKER_CRASHED, message) for i in indices}
-        store.finish(job_id, failed, classifier.identity, [indices])
+        store.fail(job_id, [indices], ErrorCode.WORKER_CRASHED, message)
         return
     results, inputs = {}, {}
-    for index, data in zip(indices, store.images(job_id, indices)):
+    for index, data in zip(started.indices, store.images(job_id, started.indices)):
         try:
             inputs[index] = _prepare(data, classifier, max_pixels)
         except ImageError as exc:

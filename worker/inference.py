@@ -34,7 +34,7 @@ class Classifier:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: the exporter's unused ReLU6 constants draw a warning each
         # No busy-waiting between runs: a spinning ORT thread takes the core that decoding, Redis
-        # and the web process need (measured: 1-image jobs ~1 ms faster end to end without it).
+        # and the web process need.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
