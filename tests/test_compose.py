@@ -74,7 +74,9 @@ def test_the_worker_image_health_check_follows_its_worker(tmp_path):
                               stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: workers.ready_workers(Redis.from_url(redis.url)) or worker.poll() is not None, 90, "the worker")
-        assert healthcheck_passes(env)
+        # Its pool announces itself a moment before the main process answers remote control.
+        wait_for(lambda: worker.poll() is not None or healthcheck_passes(env), 60, "a passing health check")
+        assert worker.poll() is None
         worker.terminate()
         worker.wait(30)
         assert not healthcheck_passes(env)
