@@ -9,9 +9,9 @@ DATA ?= ../shared/data/sports100
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
-# Web app and worker only: no torch.
-$(VENV)/.service: $(VENV)/bin/python requirements/base.txt requirements/web.txt requirements/worker.txt requirements/client.txt
-	$(PIP) install -r requirements/web.txt -r requirements/worker.txt -r requirements/client.txt
+# Web app and worker only: no torch. Plus the client, editable, so .venv/bin/sportclf runs this checkout's code.
+$(VENV)/.service: $(VENV)/bin/python requirements/base.txt requirements/web.txt requirements/worker.txt requirements/client.txt pyproject.toml
+	$(PIP) install -r requirements/web.txt -r requirements/worker.txt -r requirements/client.txt -e .
 	touch $@
 
 # Everything (adds torch and test tools).

@@ -1,0 +1,262 @@
+"""The Python API: `Client(url).classify(paths)` yields one `Result` per image.
+
+It asks the service for its limits and packs the images into jobs that fit them (files and bytes per
+request; a file over the per-image limit fails here, alone), keeps a few jobs in flight so the
+workers never wait on the client, long-polls each job, and waits as told while the service is busy
+(429/503 with Retry-After) or unreachable. A job the service refuses, forgets or never finishes
+fails its own images; the rest go on. Stopping early (an exception, Ctrl-C, closing the iterator)
+cancels the jobs not yet finished.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from functools import partial
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import requests
+
+from sportclf.files import find_images
+
+PART_OVERHEAD = 1024  # bytes of multipart headers per file, with room for a long name
+WAIT_STATUSES = {429, 502, 503, 504}  # busy or restarting: worth asking again
+MAX_PAUSE_S = 30
+log = logging.getLogger("sportclf")
+
+
+class ServiceError(Exception):
+    """The service cannot be used at all (unreachable, or it refuses every request); one line."""
+
+
+class Refused(Exception):
+    """A job that ended without results: its images fail with this code and message."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # the model's class label: a stable key
+    display_name: str  # the label spelled for people
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Result:
+    path: Path
+    status: str  # "done", or why not: "failed" (or "cancelled", once the service cancels jobs)
+    top3: list[Prediction] = field(default_factory=list)
+    error: Failure | None = None
+
+
+@dataclass
+class _Job:
+    paths: list[Path]
+    job_id: str
+    status_url: str
+    deadline: float
+
+
+class Client:
+    """A Sport Image Classifier service at `url`; `api_key` is sent as X-API-Key when given."""
+
+    def __init__(self, url: str = "http://localhost:8000", api_key: str | None = None, *,
+                 in_flight: int = 4, job_timeout_s: float = 600):
+        self.url, self.in_flight, self.job_timeout_s = url.rstrip("/"), in_flight, job_timeout_s
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["X-API-Key"] = api_key
+
+    def limits(self) -> dict:
+        """What one request may carry: max_images_per_job, max_image_bytes, max_request_bytes, ..."""
+        return self._get_json("/api/v1/limits")
+
+    def classes(self) -> dict[str, str]:
+        """Each class label the model knows, with its display name."""
+        return self._get_json("/api/v1/classes")["display_names"]
+
+    def ready(self) -> dict:
+        """The service's readiness: status ("ready" or "not_ready"), redis, workers, model, problems."""
+        return self._get_json("/ready", also_ok=(503,))
+
+    def classify(self, paths: Iterable[str | Path]) -> Iterator[Result]:
+        """Results for the images in `paths` (files, folders searched for images, glob patterns), in
+        order, as their jobs finish. Checks the paths (FileNotFoundError) and the service
+        (ServiceError) before returning; close the iterator to cancel what is left."""
+        jobs, refused = plan_jobs(find_images(paths), self.limits())
+        return self._run(jobs, refused)
+
+    def cancel(self, job_id: str) -> bool:
+        """Asks the service to cancel a job; False if it could not (an older service has no cancel)."""
+        try:
+            response = self.session.delete(f"{self.url}/api/v1/jobs/{job_id}", timeout=10)
+        except requests.RequestException as exc:
+            log.warning("could not cancel job %s: %s", job_id, reason(exc))
+            return False
+        if not response.ok:
+            log.warning("could not cancel job %s (HTTP %s): %s", job_id, response.status_code, error_message(response))
+        return response.ok
+
+    def _run(self, jobs: list[list[Path]], refused: list[Result]) -> Iterator[Result]:
+        yield from refused
+        in_flight: deque[_Job] = deque()
+        try:
+            for paths in jobs:
+                try:
+                    in_flight.append(self._submit(paths))
+                except Refused as why:
+                    yield from (failed(path, why.code, str(why)) for path in paths)
+                if len(in_flight) > self.in_flight:
+                    yield from self._finish(in_flight)
+            while in_flight:
+                yield from self._finish(in_flight)
+        finally:  # stopped early: the service need not classify what nobody will read
+            cancelled = [job for job in in_flight if self.cancel(job.job_id)]
+            if cancelled:
+                log.info("cancelled %d unfinished job(s), %d image(s)", len(cancelled), sum(len(j.paths) for j in cancelled))
+
+    def _finish(self, in_flight: deque[_Job]) -> list[Result]:
+        """Waits for the oldest job; it leaves `in_flight` only once it is over, so an interrupted
+        wait still cancels it."""
+        job = in_flight[0]
+        try:
+            results = job_results(job.paths, self._wait(job))
+        except Refused as why:
+            results = [failed(path, why.code, str(why)) for path in job.paths]
+        in_flight.popleft()
+        return results
+
+    def _submit(self, paths: list[Path]) -> _Job:
+        try:
+            files = [("file", (p.name, p.read_bytes())) for p in paths]
+        except OSError as exc:
+            raise Refused("unreadable_file", f"could not read {exc.filename}: {exc.strerror or exc}") from None
+        deadline = time.monotonic() + self.job_timeout_s
+        response = ask(partial(self.session.post, f"{self.url}/api/v1/jobs", files=files, timeout=120), deadline)
+        if response is None:
+            raise Refused("not_accepted", "the service did not accept the job in time")
+        if response.status_code == 401:  # every job would be refused alike
+            raise ServiceError(f"the service needs an API key: {error_message(response)}")
+        if response.status_code != 202:
+            raise Refused("job_refused", f"refused (HTTP {response.status_code}): {error_message(response)}")
+        body = answer(response)
+        return _Job(paths, body["job_id"], self.url + body["status_url"], deadline)
+
+    def _wait(self, job: _Job) -> dict:
+        """Long-polls the job until it is done; Refused if it is gone or not done by its deadline."""
+        while (remaining := job.deadline - time.monotonic()) > 0:
+            response = ask(partial(self.session.get, job.status_url, params={"wait": min(30, remaining)}, timeout=60),
+                           job.deadline)
+            if response is None:
+                break
+            if response.status_code != 200:
+                raise Refused("job_lost", f"the job was lost (HTTP {response.status_code}): {error_message(response)}")
+            body = answer(response)
+            if body["status"] == "done":
+                return body
+        raise Refused("no_result", f"no result within {self.job_timeout_s:g} s")
+
+    def _get_json(self, path: str, also_ok: tuple[int, ...] = ()) -> dict:
+        try:
+            response = self.session.get(self.url + path, timeout=30)
+        except requests.RequestException as exc:
+            raise ServiceError(f"cannot reach the service at {self.url}: {reason(exc)}") from None
+        try:
+            if response.ok or response.status_code in also_ok:
+                return response.json()
+        except ValueError:
+            pass
+        raise ServiceError(f"{self.url}{path} answered HTTP {response.status_code}, not the service's JSON")
+
+
+def plan_jobs(paths: list[Path], limits: dict) -> tuple[list[list[Path]], list[Result]]:
+    """Jobs that each fit one request, in the given order, and the failures of files that cannot be sent."""
+    jobs, refused, job, job_bytes = [], [], [], 0
+    for path in paths:
+        try:
+            size = path.stat().st_size
+        except OSError as exc:  # gone or unreadable since it was listed
+            refused.append(failed(path, "unreadable_file", f"could not read the file: {exc.strerror or exc}"))
+            continue
+        if size > limits["max_image_bytes"]:
+            limit = limits["max_image_bytes"]
+            refused.append(failed(path, "file_too_large", f"{size:,} bytes is over the limit of {limit:,} bytes per image"))
+            continue
+        cost = size + PART_OVERHEAD
+        if job and (len(job) == limits["max_images_per_job"] or job_bytes + cost > limits["max_request_bytes"]):
+            jobs.append(job)
+            job, job_bytes = [], 0
+        job.append(path)
+        job_bytes += cost
+    return jobs + [job] if job else jobs, refused
+
+
+def ask(send: Callable[[], requests.Response], deadline: float) -> requests.Response | None:
+    """The service's answer, asking again while it is busy or unreachable; None past `deadline`."""
+    pause = 1.0
+    while True:
+        try:
+            response = send()
+            if response.status_code not in WAIT_STATUSES:
+                return response
+            retry_after = response.headers.get("Retry-After", "")
+            pause = max(1.0, float(retry_after)) if retry_after.isdigit() else pause
+            why = f"busy (HTTP {response.status_code})"
+        except requests.RequestException as exc:
+            why = f"unreachable ({reason(exc)})"
+        if time.monotonic() + pause > deadline:
+            return None
+        log.info("the service is %s; asking again in %.0f s", why, pause)
+        time.sleep(pause)
+        pause = min(pause * 2, MAX_PAUSE_S)
+
+
+def answer(response: requests.Response) -> dict:
+    """The JSON body of a success; Refused if it is not what the API promises (a proxy's page, say)."""
+    try:
+        body = response.json()
+        if isinstance(body, dict) and ("status_url" in body or "results" in body):
+            return body
+    except ValueError:
+        pass
+    raise Refused("bad_answer", f"an answer that is not the API's (HTTP {response.status_code})")
+
+
+def job_results(paths: list[Path], job: dict) -> list[Result]:
+    return [Result(paths[r["index"]], r["status"], [prediction(p) for p in r["top3"]],
+                   Failure(r["error"]["code"], r["error"]["message"]) if r["error"] else None)
+            for r in job["results"]]
+
+
+def prediction(p: dict) -> Prediction:
+    return Prediction(p["label"], p.get("display_name", p["label"]), p["confidence"])
+
+
+def failed(path: Path, code: str, message: str) -> Result:
+    return Result(path, "failed", [], Failure(code, message))
+
+
+def error_message(response: requests.Response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def reason(exc: requests.RequestException) -> str:
+    """A short cause ("Connection refused") rather than urllib3's nested repr."""
+    found = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return found[-1].strip() if found else type(exc).__name__
