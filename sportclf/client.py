@@ -100,14 +100,14 @@ class Client:
         return self._run(jobs, refused)
 
     def cancel(self, job_id: str) -> bool:
-        """Asks the service to cancel a job; False if it could not (an older service has no cancel)."""
+        """Asks the service to cancel a job: False if it did not (a service without cancel answers
+        405, a job already gone 404) or did not answer."""
         try:
             response = self.session.delete(f"{self.url}/api/v1/jobs/{job_id}", timeout=10)
         except requests.RequestException as exc:
-            log.warning("could not cancel job %s: %s", job_id, reason(exc))
+            log.debug("cancelling job %s: %s", job_id, reason(exc))
             return False
-        if not response.ok:
-            log.warning("could not cancel job %s (HTTP %s): %s", job_id, response.status_code, error_message(response))
+        log.debug("cancelling job %s: HTTP %s", job_id, response.status_code)
         return response.ok
 
     def _run(self, jobs: list[list[Path]], refused: list[Result]) -> Iterator[Result]:
@@ -124,9 +124,18 @@ class Client:
             while in_flight:
                 yield from self._finish(in_flight)
         finally:  # stopped early: the service need not classify what nobody will read
-            cancelled = [job for job in in_flight if self.cancel(job.job_id)]
-            if cancelled:
-                log.info("cancelled %d unfinished job(s), %d image(s)", len(cancelled), sum(len(j.paths) for j in cancelled))
+            self._cancel_all(in_flight)
+
+    def _cancel_all(self, jobs: Iterable[_Job]) -> None:
+        outcomes = [(self.cancel(job.job_id), len(job.paths)) for job in jobs]
+        if not outcomes:
+            return
+        kept = [images for cancelled, images in outcomes if not cancelled]
+        if kept:
+            log.warning("could not cancel %d of %d unfinished job(s): the service may still classify their %d image(s)",
+                        len(kept), len(outcomes), sum(kept))
+        else:
+            log.info("cancelled %d unfinished job(s) (%d images)", len(outcomes), sum(images for _, images in outcomes))
 
     def _finish(self, in_flight: deque[_Job]) -> list[Result]:
         """Waits for the oldest job; it leaves `in_flight` only once it is over, so an interrupted
