@@ -15,7 +15,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sportclf.client import Client, ServiceError
 from sportclf.files import find_images, same_file_key
-from sportclf.output import FORMATS, OutputError, files_in, writer
+from sportclf.output import FORMATS, OutputError, prepare_resume, writer
 
 INTERRUPTED = 130  # what shells report for a process ended by SIGINT
 
@@ -86,12 +86,14 @@ def classify(paths: tuple[str, ...], server: str, api_key: str | None, out: Path
     out = out or Path(f"results.{fmt}")
     try:
         images = find_images(paths)
-        done = files_in(out, fmt) if resume else set()
-    except (FileNotFoundError, OutputError) as exc:
-        raise Fail(f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) else str(exc)) from None
-    todo = [path for path in images if same_file_key(path) not in done]
+        done = prepare_resume(out, fmt) if resume else set()
+    except FileNotFoundError as exc:
+        raise Fail(f"{exc.strerror}: {exc.filename}") from None
+    except OutputError as exc:
+        raise Fail(str(exc)) from None
     if not images:
         raise Fail(f"no image files in {' '.join(paths)}")
+    todo = [path for path in images if same_file_key(path) not in done]
     if not todo:
         click.echo(f"nothing to do: all {len(images)} images are in {out} already", err=True)
         return

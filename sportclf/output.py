@@ -35,35 +35,30 @@ def json_line(result: Result) -> str:
     }, ensure_ascii=False)
 
 
-def files_in(path: Path, fmt: str) -> set[str]:
-    """The files an earlier run's output lists (as same_file_key); empty if there is no output yet."""
+def prepare_resume(path: Path, fmt: str) -> set[str]:
+    """The files an earlier run's output lists (as same_file_key), none if there is no output yet.
+    A last line torn by a crash is no result: it is cut off, so that appended lines start clean."""
     if not path.exists():
         return set()
-    text = complete_lines(path)
+    data = path.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
     try:
-        names = csv_files(text) if fmt == "csv" else [json.loads(line)["file"] for line in text.splitlines() if line]
+        names = listed_files(complete.decode("utf-8"), fmt)
     except (ValueError, KeyError, TypeError):
-        names = None
-    if names is None:
-        raise OutputError(f"{path} is not {fmt.upper()} output of sportclf; choose another --out or --format")
+        raise OutputError(f"{path} is not {fmt.upper()} output of sportclf; choose another --out or --format") from None
+    if len(complete) < len(data):
+        with path.open("r+b") as f:
+            f.truncate(len(complete))
     return {same_file_key(name) for name in names}
 
 
-def csv_files(text: str) -> list[str] | None:
-    rows = list(csv.reader(io.StringIO(text)))
-    if rows and rows[0] != COLUMNS:
-        return None
-    return [row[0] for row in rows[1:] if row]
-
-
-def complete_lines(path: Path) -> str:
-    """The file without a last line torn by a crash (it is dropped from the file too)."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
-    return data[:end].decode("utf-8")
+def listed_files(text: str, fmt: str) -> list[str]:
+    if fmt == "jsonl":
+        return [json.loads(line)["file"] for line in text.splitlines() if line]
+    header, *rows = list(csv.reader(io.StringIO(text))) or [COLUMNS]
+    if header != COLUMNS:
+        raise ValueError(f"a CSV header other than {COLUMNS}")
+    return [row[0] for row in rows if row]
 
 
 @contextmanager

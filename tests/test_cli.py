@@ -134,10 +134,10 @@ def test_resume_sends_only_the_files_not_in_the_output(tight_server, tmp_path):
 
 def test_resume_refuses_an_output_that_is_not_its_own(tight_server, tmp_path):
     photo_folder(tmp_path / "photos", 1)
-    (tmp_path / "notes.csv").write_text("name,age\nann,3\n")
+    (tmp_path / "notes.csv").write_text("name,age\nann,3\nbob,4")  # no newline at the end: not to be cut
     run = sportclf("classify", "photos", "--server", tight_server, "--out", "notes.csv", "--resume", cwd=tmp_path)
     assert run.returncode == 2 and "not CSV output of sportclf" in run.stderr
-    assert (tmp_path / "notes.csv").read_text() == "name,age\nann,3\n"
+    assert (tmp_path / "notes.csv").read_text() == "name,age\nann,3\nbob,4"
 
 
 def test_a_missing_folder_or_a_service_that_is_down_exits_2_with_one_line(tight_server, tmp_path):
