@@ -72,7 +72,7 @@ def cli() -> None:
               help="Output format.  [default: jsonl if FILE ends in .jsonl, else csv]")
 @click.option("--resume", is_flag=True, help="Append to FILE, skipping the files it already lists "
                                              "(to finish an interrupted run). Without it FILE is replaced.")
-@click.option("--in-flight", default=4, show_default=True, type=click.IntRange(1, 64),
+@click.option("--in-flight", default=4, show_default=True, type=click.IntRange(1, 64), metavar="N",
               help="Jobs sent ahead of the one being awaited.")
 def classify(paths: tuple[str, ...], server: str, api_key: str | None, out: Path | None, fmt: str | None,
              resume: bool, in_flight: int) -> None:
