@@ -29,7 +29,7 @@ class Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except ServiceError as exc:
+        except (ServiceError, OutputError) as exc:
             raise Fail(str(exc)) from None
         except KeyboardInterrupt:  # click would say "Aborted!" and exit 1
             click.echo("interrupted", err=True)
@@ -89,8 +89,6 @@ def classify(paths: tuple[str, ...], server: str, api_key: str | None, out: Path
         done = prepare_resume(out, fmt) if resume else set()
     except FileNotFoundError as exc:
         raise Fail(f"{exc.strerror}: {exc.filename}") from None
-    except OutputError as exc:
-        raise Fail(str(exc)) from None
     if not images:
         raise Fail(f"no image files in {' '.join(paths)}")
     todo = [path for path in images if same_file_key(path) not in done]

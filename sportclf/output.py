@@ -18,7 +18,7 @@ COLUMNS = ["file", "status", "top1", "p1", "top2", "p2", "top3", "p3", "error"]
 
 
 class OutputError(Exception):
-    """An existing output that cannot be resumed; the message says why."""
+    """An output that cannot be written, or resumed; the message says why."""
 
 
 def csv_row(result: Result) -> list[str]:
@@ -40,7 +40,10 @@ def prepare_resume(path: Path, fmt: str) -> set[str]:
     A last line torn by a crash is no result: it is cut off, so that appended lines start clean."""
     if not path.exists():
         return set()
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OutputError(f"cannot read {path}: {exc.strerror or exc}") from None
     complete = data[:data.rfind(b"\n") + 1]
     try:
         names = listed_files(complete.decode("utf-8"), fmt)
@@ -65,7 +68,11 @@ def listed_files(text: str, fmt: str) -> list[str]:
 def writer(path: Path, fmt: str, append: bool) -> Iterator[Callable[[Result], None]]:
     """A function that writes one result; appending keeps what the file holds."""
     fresh = not append or not path.exists() or path.stat().st_size == 0
-    with path.open("w" if not append else "a", newline="" if fmt == "csv" else None, encoding="utf-8") as f:
+    try:
+        f = path.open("a" if append else "w", newline="" if fmt == "csv" else None, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with f:
         rows = csv.writer(f)
         if fmt == "csv" and fresh:
             rows.writerow(COLUMNS)

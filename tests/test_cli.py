@@ -140,7 +140,7 @@ def test_resume_refuses_an_output_that_is_not_its_own(tight_server, tmp_path):
     assert (tmp_path / "notes.csv").read_text() == "name,age\nann,3\nbob,4"
 
 
-def test_a_missing_folder_or_a_service_that_is_down_exits_2_with_one_line(tight_server, tmp_path):
+def test_a_missing_folder_a_service_that_is_down_or_an_unwritable_output_exits_2(tight_server, tmp_path):
     missing = sportclf("classify", "no-such-folder", "--server", tight_server, cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip() == "Error: no such file or folder: no-such-folder"
     photo_folder(tmp_path / "photos", 1)
@@ -149,6 +149,8 @@ def test_a_missing_folder_or_a_service_that_is_down_exits_2_with_one_line(tight_
     assert down.returncode == 2 and len(down.stderr.strip().splitlines()) == 1, down.stderr
     assert "cannot reach the service" in down.stderr and UNREACHABLE in down.stderr
     assert (tmp_path / "results.csv").read_text() == "earlier results\n"  # not wiped by a run that never began
+    unwritable = sportclf("classify", "photos", "--server", tight_server, "--out", "no-such-dir/r.csv", cwd=tmp_path)
+    assert unwritable.returncode == 2 and unwritable.stderr.startswith("Error: cannot write no-such-dir/r.csv")
 
 
 def test_an_api_key_is_sent_when_given(settings, worker, tmp_path):
