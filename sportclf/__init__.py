@@ -4,6 +4,8 @@
     for result in Client("http://localhost:8000").classify(["photos/"]):
         print(result.path, result.status, result.top3[0].display_name if result.top3 else result.error)
 """
-from sportclf.client import Client, Failure, Prediction, Result, ServiceError
+from sportclf.client import Client
+from sportclf.results import Failure, Prediction, Result
+from sportclf.transport import ServiceError
 
 __all__ = ["Client", "Failure", "Prediction", "Result", "ServiceError"]

@@ -13,9 +13,10 @@ import click
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from sportclf.client import Client, ServiceError
+from sportclf.client import Client
 from sportclf.files import find_images, same_file_key
 from sportclf.output import FORMATS, OutputError, prepare_resume, writer
+from sportclf.transport import ServiceError
 
 INTERRUPTED = 130  # what shells report for a process ended by SIGINT
 

@@ -10,56 +10,21 @@ cancels the jobs not yet finished.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from functools import partial
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import requests
 
 from sportclf.files import find_images
+from sportclf.results import Result, failed, from_job
+from sportclf.transport import Refused, ServiceError, answer, ask, error_message, reason
 
 PART_OVERHEAD = 1024  # bytes of multipart headers per file, with room for a long name
-WAIT_STATUSES = {429, 502, 503, 504}  # busy or restarting: worth asking again
-MAX_PAUSE_S = 30
-log = logging.getLogger("sportclf")
-
-
-class ServiceError(Exception):
-    """The service cannot be used at all (unreachable, or it refuses every request); one line."""
-
-
-class Refused(Exception):
-    """A job that ended without results: its images fail with this code and message."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str  # the model's class label: a stable key
-    display_name: str  # the label spelled for people
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Failure:
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Result:
-    path: Path
-    status: str  # "done", or why not: "failed" (or "cancelled", once the service cancels jobs)
-    top3: list[Prediction] = field(default_factory=list)
-    error: Failure | None = None
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -142,7 +107,7 @@ class Client:
         wait still cancels it."""
         job = in_flight[0]
         try:
-            results = job_results(job.paths, self._wait(job))
+            results = from_job(job.paths, self._wait(job))
         except Refused as why:
             results = [failed(path, why.code, str(why)) for path in job.paths]
         in_flight.popleft()
@@ -211,61 +176,3 @@ def plan_jobs(paths: list[Path], limits: dict) -> tuple[list[list[Path]], list[R
         job.append(path)
         job_bytes += cost
     return jobs + [job] if job else jobs, refused
-
-
-def ask(send: Callable[[], requests.Response], deadline: float) -> requests.Response | None:
-    """The service's answer, asking again while it is busy or unreachable; None past `deadline`."""
-    pause = 1.0
-    while True:
-        try:
-            response = send()
-            if response.status_code not in WAIT_STATUSES:
-                return response
-            retry_after = response.headers.get("Retry-After", "")
-            pause = max(1.0, float(retry_after)) if retry_after.isdigit() else pause
-            why = f"busy (HTTP {response.status_code})"
-        except requests.RequestException as exc:
-            why = f"unreachable ({reason(exc)})"
-        if time.monotonic() + pause > deadline:
-            return None
-        log.info("the service is %s; asking again in %.0f s", why, pause)
-        time.sleep(pause)
-        pause = min(pause * 2, MAX_PAUSE_S)
-
-
-def answer(response: requests.Response) -> dict:
-    """The JSON body of a success; Refused if it is not what the API promises (a proxy's page, say)."""
-    try:
-        body = response.json()
-        if isinstance(body, dict) and ("status_url" in body or "results" in body):
-            return body
-    except ValueError:
-        pass
-    raise Refused("bad_answer", f"an answer that is not the API's (HTTP {response.status_code})")
-
-
-def job_results(paths: list[Path], job: dict) -> list[Result]:
-    return [Result(paths[r["index"]], r["status"], [prediction(p) for p in r["top3"]],
-                   Failure(r["error"]["code"], r["error"]["message"]) if r["error"] else None)
-            for r in job["results"]]
-
-
-def prediction(p: dict) -> Prediction:
-    return Prediction(p["label"], p.get("display_name", p["label"]), p["confidence"])
-
-
-def failed(path: Path, code: str, message: str) -> Result:
-    return Result(path, "failed", [], Failure(code, message))
-
-
-def error_message(response: requests.Response) -> str:
-    try:
-        return response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {response.status_code}"
-
-
-def reason(exc: requests.RequestException) -> str:
-    """A short cause ("Connection refused") rather than urllib3's nested repr."""
-    found = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
-    return found[-1].strip() if found else type(exc).__name__

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sportclf.client import Result
 from sportclf.files import same_file_key
+from sportclf.results import Result
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = ["file", "status", "top1", "p1", "top2", "p2", "top3", "p3", "error"]
