@@ -165,9 +165,9 @@ def plan_jobs(paths: list[Path], limits: dict) -> tuple[list[list[Path]], list[R
         except OSError as exc:  # gone or unreadable since it was listed
             refused.append(failed(path, "unreadable_file", f"could not read the file: {exc.strerror or exc}"))
             continue
-        if size > limits["max_image_bytes"]:
-            limit = limits["max_image_bytes"]
-            refused.append(failed(path, "file_too_large", f"{size:,} bytes is over the limit of {limit:,} bytes per image"))
+        if size > (limit := limits["max_image_bytes"]):
+            message = f"{size:,} bytes is over the limit of {limit:,} bytes per image"
+            refused.append(failed(path, "file_too_large", message))
             continue
         cost = size + PART_OVERHEAD
         if job and (len(job) == limits["max_images_per_job"] or job_bytes + cost > limits["max_request_bytes"]):

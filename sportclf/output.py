@@ -23,7 +23,8 @@ class OutputError(Exception):
 
 def csv_row(result: Result) -> list[str]:
     top3 = [value for p in result.top3 for value in (p.display_name, f"{p.confidence:.4f}")]
-    return [str(result.path), result.status, *top3, *[""] * (6 - len(top3)), result.error.message if result.error else ""]
+    error = result.error.message if result.error else ""
+    return [str(result.path), result.status, *top3, *[""] * (6 - len(top3)), error]
 
 
 def json_line(result: Result) -> str:
