@@ -10,9 +10,10 @@ WILD ?= ../shared/data/wild-dev
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 
-# Web app, worker and their supervisor only: no torch.
-$(VENV)/.service: $(VENV)/bin/python requirements/base.txt requirements/web.txt requirements/worker.txt requirements/client.txt requirements/run.txt
-	$(PIP) install -r requirements/web.txt -r requirements/worker.txt -r requirements/client.txt -r requirements/run.txt
+# Web app, worker and their supervisor only: no torch. Plus the client, editable, so .venv/bin/sportclf
+# runs this checkout's code.
+$(VENV)/.service: $(VENV)/bin/python requirements/base.txt requirements/web.txt requirements/worker.txt requirements/client.txt requirements/run.txt pyproject.toml
+	$(PIP) install -r requirements/web.txt -r requirements/worker.txt -r requirements/client.txt -r requirements/run.txt -e .
 	touch $@
 
 # Everything (adds torch and test tools).

@@ -27,6 +27,8 @@ from common import workers
 from common.settings import REPO, Settings
 
 DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "sports100"))
+# Limits so tight that a handful of valid photos (10-40 KB each) needs several requests.
+TIGHT_LIMITS = {"max_image_bytes": 60_000, "max_request_bytes": 100_000, "max_images_per_job": 3}
 START_TIMEOUT_S = 120  # loading the model on a busy machine takes a while
 
 

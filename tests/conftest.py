@@ -10,11 +10,9 @@ import pytest
 from redis import Redis
 
 from common.settings import Settings
-from harness import RedisServer, Worker, serve
+from harness import TIGHT_LIMITS, RedisServer, Worker, serve
 from webapp import create_app
 
-# Limits so tight that a handful of valid photos (10-40 KB each) needs several requests.
-TIGHT_LIMITS = {"max_image_bytes": 60_000, "max_request_bytes": 100_000, "max_images_per_job": 3}
 
 
 @pytest.fixture(scope="session")

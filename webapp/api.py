@@ -100,7 +100,7 @@ def list_classes():
 @bp.get("/limits")
 @bp.output(schemas.LimitsOut, example=examples.LIMITS)
 @bp.doc(summary="What one request may carry", description="Clients split their uploads by these (the page and "
-        "client/classify.py do), so an operator's change of a limit needs no change of client.")
+        "the sportclf client do), so an operator's change of a limit needs no change of client.")
 def get_limits():
     s = current_app.extensions["settings"]
     return {"max_images_per_job": s.max_images_per_job, "max_image_bytes": s.max_image_bytes,
