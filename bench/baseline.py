@@ -24,7 +24,7 @@ def answer(classifier: Classifier, data: bytes) -> tuple[dict, int]:
         batch = preprocess(data, classifier.prep, MAX_PIXELS)[None]
     except ImageError as exc:
         return {"error": {"code": exc.code, "message": exc.message}}, 422
-    top3 = [{"sport": p["label"], "confidence": round(p["confidence"] * 100, 2)} for p in classifier.top3(batch)[0]]
+    top3 = [{"sport": p["label"], "confidence": round(p["confidence"] * 100, 2)} for p in classifier.predict(batch)[0]["top3"]]
     return {"sport": top3[0]["sport"], "confidence": top3[0]["confidence"], "top_3": top3}, 200
 
 

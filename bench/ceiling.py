@@ -31,7 +31,7 @@ def load_classifier(model_path: str) -> Classifier:
 def classify(classifier: Classifier, group: list[Photo]) -> list[list[dict]]:
     """One batch, exactly as the worker's classify_chunk does it: decode each, stack, infer."""
     arrays = [preprocess(photo.data, classifier.prep, MAX_PIXELS) for photo in group]
-    return classifier.top3(np.stack(arrays))
+    return classifier.predict(np.stack(arrays))
 
 
 def images_per_second(classifier: Classifier, photos: list[Photo], batch: int, total: int) -> float:

@@ -99,8 +99,9 @@ def failure(code: str, message: str) -> dict:
     return {"status": FAILED, "top3": [], "error": {"code": code, "message": message}}
 
 
-def success(top3: list[dict]) -> dict:
-    return {"status": DONE, "top3": top3, "error": None}
+def success(prediction: dict) -> dict:
+    """`prediction`: the classifier's top3 and confident flag for one image."""
+    return {"status": DONE, **prediction, "error": None}
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def test_job_document_field_by_field(client, app):
     assert job["model"] == {"name": card["name"], "version": card["version"]}
     assert [r["index"] for r in job["results"]] == [0, 1, 2]
     for result, (_, name, _) in zip(job["results"], images):
-        assert set(result) == {"index", "filename", "status", "top3", "error"}
+        assert set(result) == {"index", "filename", "status", "top3", "confident", "error"}
         assert result["filename"] == name and result["status"] == "done" and result["error"] is None
         assert len(result["top3"]) == 3
         confidences = [p["confidence"] for p in result["top3"]]
@@ -184,7 +184,7 @@ def test_predict_legacy_endpoint(client, app):
     response = upload(client, [(content, name)], url="/predict")
     assert response.status_code == 200
     body = response.get_json()
-    assert set(body) == {"sport", "confidence", "top_3"}
+    assert set(body) == {"sport", "confidence", "top_3", "confident"}
     assert len(body["top_3"]) == 3 and body["sport"] == body["top_3"][0]["sport"]
     assert body["sport"] in app.extensions["model_card"]["classes"]
     assert 0 <= body["confidence"] <= 100 and body["confidence"] == body["top_3"][0]["confidence"]

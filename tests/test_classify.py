@@ -69,3 +69,19 @@ def test_a_cancelled_chunk_ends_with_no_result(store, classifier):
     job = store.get(job_id)
     assert job.images == [{"status": CANCELLED}] and job.model is None  # no result was written
     assert store.redis.zscore(PENDING, f"{job_id} 0") is None  # and the chunk no longer waits
+
+
+def test_sports_photos_come_out_confident_and_non_sport_pictures_mostly_not(store, classifier):
+    """The card's calibration at work: the flag is the calibrated top-1 against the card's threshold."""
+    from ml.nonsport import non_sport_photos  # no torch: pictures from scikit-image and drawn here
+
+    photos = [path.read_bytes() for path, _ in valid_images(20, start=40)]
+    others = list(non_sport_photos().values())
+    job_id = new_job(store, photos + others)
+    classify_chunk(store, classifier, job_id, list(range(len(photos) + len(others))), MAX_PIXELS)
+    results = store.get(job_id).images
+    assert all(r["status"] == DONE for r in results)
+    assert all(r["confident"] == (r["top3"][0]["confidence"] >= classifier.threshold) for r in results)
+    sports, non_sport = results[:len(photos)], results[len(photos):]
+    assert sum(r["confident"] for r in sports) >= len(sports) // 2
+    assert sum(not r["confident"] for r in non_sport) >= 0.8 * len(non_sport)

@@ -308,3 +308,25 @@ def test_screenshots(browser, live_server, tmp_path):
         width, height = Image.open(out / name).size
         assert width == viewport["width"] and height >= viewport["height"]
         page.close()
+
+
+def test_an_unsure_answer_reads_not_sure_maybe(browser, live_server, settings, tmp_path):
+    """A picture of no sport: the model's calibrated first answer falls below the card's threshold."""
+    from common.preprocess import preprocess
+    from ml.nonsport import non_sport_photos  # no torch: pictures from scikit-image and drawn here
+    from worker.inference import Classifier
+
+    photos = non_sport_photos()
+    classifier = Classifier(settings.model_path, str(settings.model_card_path), threads=1)
+    unsure = [name for name, data in photos.items()
+              if not classifier.predict(preprocess(data, classifier.prep, settings.max_pixels)[None])[0]["confident"]]
+    assert unsure, "every non-sport picture came out confident"
+    path = tmp_path / f"{unsure[0]}.jpg"
+    path.write_bytes(photos[unsure[0]])
+    page = browser.new_page()
+    page.goto(live_server)
+    page.set_input_files("#file-input", [str(path)])
+    card = page.locator('.result-card[data-status="done"]')
+    expect(card).to_have_count(1, timeout=30_000)
+    expect(card.locator(".not-sure")).to_have_text(re.compile(r"^Not sure: maybe .+, .+ or .+$"))
+    page.close()

@@ -25,7 +25,7 @@ def job_document(job: Job, served_model: dict) -> dict:
         "model": job.model or served_model,
         "results": [
             {"index": i, "filename": name, "status": image["status"], "top3": image.get("top3", []),
-             "error": image.get("error")}
+             "confident": image.get("confident"), "error": image.get("error")}
             for i, (name, image) in enumerate(zip(job.filenames, job.images))
         ],
     }

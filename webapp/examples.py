@@ -27,15 +27,16 @@ JOB_DONE = {
         {"index": 0, "filename": "surf.jpg", "status": "done", "error": None, "top3": [
             {"label": "surfing", "display_name": "Surfing", "confidence": 0.962},
             {"label": "water polo", "display_name": "Water Polo", "confidence": 0.011},
-            {"label": "sailboat racing", "display_name": "Sailboat Racing", "confidence": 0.006}]},
-        {"index": 1, "filename": "notes.txt", "status": "failed", "top3": [],
+            {"label": "sailboat racing", "display_name": "Sailboat Racing", "confidence": 0.006}], "confident": True},
+        {"index": 1, "filename": "notes.txt", "status": "failed", "top3": [], "confident": None,
          "error": {"code": "not_an_image",
                    "message": "not a readable image (expected one of JPEG, PNG, GIF, WEBP, BMP, TIFF)"}},
     ],
 }
 
 JOB_CANCELLED = JOB_DONE | {"progress": {"done": 1, "failed": 0, "total": 2}, "results": [
-    JOB_DONE["results"][0], {"index": 1, "filename": "match.png", "status": "cancelled", "top3": [], "error": None}]}
+    JOB_DONE["results"][0], {"index": 1, "filename": "match.png", "status": "cancelled", "top3": [], "confident": None,
+                                                  "error": None}]}
 
 CLASSES = {"classes": ["air hockey", "ampute football", "archery"],
            "display_names": {"air hockey": "Air Hockey", "ampute football": "Amputee Football", "archery": "Archery"}}
@@ -45,7 +46,7 @@ LIMITS = {"max_images_per_job": Settings.max_images_per_job, "max_image_bytes": 
 
 PREDICTION = {"sport": "surfing", "confidence": 96.2, "top_3": [
     {"sport": "surfing", "confidence": 96.2}, {"sport": "water polo", "confidence": 1.1},
-    {"sport": "sailboat racing", "confidence": 0.6}]}
+    {"sport": "sailboat racing", "confidence": 0.6}], "confident": True}
 
 MODEL_INFO = MODEL | {"architecture": "efficientnet-lite0", "precision": "int8",
                       "accuracy": {"images": 500, "top1": 0.974, "top3": 1.0},

@@ -50,4 +50,5 @@ def predict(files_data):
         fail(ErrorCode.TIMEOUT, f"no result within {settings.predict_timeout_s:g} s; the job goes on at {status_url}",
              job_id=job.job_id, status_url=status_url)
     top3 = [{"sport": p["label"], "confidence": percent(p["confidence"])} for p in result["top3"]]
-    return {"sport": top3[0]["sport"], "confidence": top3[0]["confidence"], "top_3": top3}
+    return {"sport": top3[0]["sport"], "confidence": top3[0]["confidence"], "top_3": top3,
+            "confident": result["confident"]}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from apiflask import Schema
-from apiflask.fields import Dict, File, Float, Integer, List, Nested, String
+from apiflask.fields import Boolean, Dict, File, Float, Integer, List, Nested, String
 from apiflask.validators import Length, OneOf
 
 from common.error_codes import ErrorCode
@@ -54,6 +54,9 @@ class ImageResult(Schema):
     filename = String(required=True)
     status = String(required=True, validate=OneOf(IMAGE_STATUSES))
     top3 = List(Nested(Prediction), required=True, metadata={"description": "3 entries once done, most likely first"})
+    confident = Boolean(allow_none=True, required=True, metadata={
+        "description": "once done: whether the first answer is sure enough to state (its calibrated confidence is at "
+                       "or above the model card's threshold); false means \"not sure: maybe one of these\"; null before"})
     error = Nested(ErrorDetail, allow_none=True, required=True)
 
 
@@ -120,6 +123,7 @@ class PredictOut(Schema):
     sport = String(required=True)
     confidence = Float(required=True, metadata={"description": "percent, 0-100"})
     top_3 = List(Nested(LegacyPrediction), required=True)
+    confident = Boolean(required=True, metadata={"description": "false: not sure, maybe one of top_3"})
 
 
 class HealthOut(Schema):

@@ -48,12 +48,12 @@ def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str)
     if not inputs:
         return {}
     try:
-        predictions = classifier.top3(np.stack(list(inputs.values())))
+        predictions = classifier.predict(np.stack(list(inputs.values())))
     except Exception:  # the runtime failing must end these images visibly, not leave them running
         log.exception("job %s: inference failed", job_id)
         message = "the model could not classify this image"
         return {index: failure(ErrorCode.INFERENCE_ERROR, message) for index in inputs}
-    return {index: success(top3) for index, top3 in zip(inputs, predictions)}
+    return {index: success(prediction) for index, prediction in zip(inputs, predictions)}
 
 
 def _prepare(data: bytes | None, classifier: Classifier, max_pixels: int) -> np.ndarray:

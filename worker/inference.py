@@ -49,13 +49,14 @@ class Classifier:
         """(N, 3, H, W) float32 -> (N, classes): the model's own softmax output."""
         return self.session.run(None, {self.input_name: batch})[0]
 
-    def top3(self, batch: np.ndarray) -> list[list[dict]]:
-        """(N, 3, H, W) float32 -> for each image its three most likely sports, most likely first,
-        with calibrated confidences."""
+    def predict(self, batch: np.ndarray) -> list[dict]:
+        """(N, 3, H, W) float32 -> for each image its three most likely sports (most likely first, with
+        calibrated confidences) and whether the first is sure enough to state without a "maybe"."""
         probabilities = calibrated(self.probabilities(batch), self.temperature)
         best = np.argsort(-probabilities, axis=1)[:, :3]
         return [
-            [{"label": self.card["classes"][c], "display_name": self.card["display_names"][c],
-              "confidence": round(float(p[c]), 6)} for c in row]
+            {"top3": [{"label": self.card["classes"][c], "display_name": self.card["display_names"][c],
+                       "confidence": round(float(p[c]), 6)} for c in row],
+             "confident": bool(p[row[0]] >= self.threshold)}
             for p, row in zip(probabilities, best)
         ]
