@@ -14,7 +14,7 @@ from sportclf.files import same_file_key
 from sportclf.results import Result
 
 FORMATS = ("csv", "jsonl")
-COLUMNS = ["file", "status", "top1", "p1", "top2", "p2", "top3", "p3", "error"]
+COLUMNS = ["file", "status", "top1", "p1", "top2", "p2", "top3", "p3", "confident", "error"]
 
 
 class OutputError(Exception):
@@ -24,7 +24,8 @@ class OutputError(Exception):
 def csv_row(result: Result) -> list[str]:
     top3 = [value for p in result.top3 for value in (p.display_name, f"{p.confidence:.4f}")]
     error = result.error.message if result.error else ""
-    return [str(result.path), result.status, *top3, *[""] * (6 - len(top3)), error]
+    confident = {True: "yes", False: "no"}.get(result.confident, "")
+    return [str(result.path), result.status, *top3, *[""] * (6 - len(top3)), confident, error]
 
 
 def json_line(result: Result) -> str:
@@ -32,6 +33,7 @@ def json_line(result: Result) -> str:
         "file": str(result.path), "status": result.status,
         "top3": [{"label": p.label, "display_name": p.display_name, "confidence": round(p.confidence, 4)}
                  for p in result.top3],
+        "confident": result.confident,
         "error": {"code": result.error.code, "message": result.error.message} if result.error else None,
     }, ensure_ascii=False)
 

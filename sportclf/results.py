@@ -24,6 +24,7 @@ class Result:
     status: str  # "done", or why not: "failed", or "cancelled" (by the service)
     top3: list[Prediction] = field(default_factory=list)
     error: Failure | None = None
+    confident: bool | None = None  # done: whether the first answer is sure enough to state without a "maybe"
 
 
 def failed(path: Path, code: str, message: str) -> Result:
@@ -33,7 +34,7 @@ def failed(path: Path, code: str, message: str) -> Result:
 def from_job(paths: list[Path], job: dict) -> list[Result]:
     """The results of a finished job document, matched to the files sent by their index."""
     return [Result(paths[r["index"]], r["status"], [prediction(p) for p in r["top3"]],
-                   Failure(r["error"]["code"], r["error"]["message"]) if r["error"] else None)
+                   Failure(r["error"]["code"], r["error"]["message"]) if r["error"] else None, r.get("confident"))
             for r in job["results"]]
 
 

@@ -92,6 +92,7 @@ def test_a_folder_becomes_csv_rows_with_display_names_and_failures_exit_1(tight_
     classified = [rows[path.name] for path, _ in photos]
     assert all(row["status"] == "done" and not row["error"] for row in classified)
     assert all(row[top] in display_names.values() for row in classified for top in ("top1", "top2", "top3"))
+    assert all(row["confident"] in ("yes", "no") for row in classified)
     correct = sum(row["top1"] == display_names[label] for row, (_, label) in zip(classified, photos))
     assert correct >= 6, f"only {correct}/8 photos classified correctly"
 
@@ -107,7 +108,7 @@ def test_a_glob_becomes_json_lines_and_all_done_exits_0(tight_server, display_na
     for line in lines:
         assert line["status"] == "done" and line["error"] is None and len(line["top3"]) == 3
         assert all(p["display_name"] == display_names[p["label"]] for p in line["top3"])
-        assert 0 < line["top3"][0]["confidence"] <= 1
+        assert 0 < line["top3"][0]["confidence"] <= 1 and isinstance(line["confident"], bool)
 
 
 def test_resume_sends_only_the_files_not_in_the_output(tight_server, tmp_path):
