@@ -3,6 +3,7 @@ its own app over the real Redis."""
 from __future__ import annotations
 
 import io
+import dataclasses
 import itertools
 import uuid
 from concurrent.futures import ThreadPoolExecutor

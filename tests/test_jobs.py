@@ -12,7 +12,7 @@ from redis import Redis
 from common.chunks import PENDING
 from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, success
 
-TOP3 = [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3
+PREDICTION = {"top3": [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3, "confident": False}
 MODEL = {"name": "m", "version": "1"}
 
 
@@ -33,17 +33,17 @@ def statuses(store: JobStore, job_id: str) -> list[str]:
 
 def test_a_task_run_twice_changes_nothing(store):
     job_id = new_job(store)
-    store.finish(job_id, {0: success(TOP3), 1: failure("corrupt_image", "bad")}, MODEL)
+    store.finish(job_id, {0: success(PREDICTION), 1: failure("corrupt_image", "bad")}, MODEL)
     first = store.get(job_id)
     assert store.mark_running(job_id, [0, 1]).indices == []  # the redelivered task starts again...
-    store.finish(job_id, {0: failure("decode_error", "x"), 1: success(TOP3)}, MODEL)  # ...and ends otherwise
+    store.finish(job_id, {0: failure("decode_error", "x"), 1: success(PREDICTION)}, MODEL)  # ...and ends otherwise
     assert store.get(job_id) == first
     assert first.finished and [image["status"] for image in first.images] == [DONE, FAILED]
 
 
 def test_images_are_deleted_once_final(store):
     job_id = new_job(store)
-    store.finish(job_id, {0: success(TOP3)}, MODEL)
+    store.finish(job_id, {0: success(PREDICTION)}, MODEL)
     assert store.images(job_id, [0, 1]) == [None, b"bytes"]
     assert statuses(store, job_id) == [DONE, QUEUED] and not store.get(job_id).finished
 
@@ -51,7 +51,7 @@ def test_images_are_deleted_once_final(store):
 def test_jobs_expire(redis_server):
     short = JobStore(Redis.from_url(redis_server.url), ttl_s=1)
     job_id = new_job(short)
-    short.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)
+    short.finish(job_id, {0: success(PREDICTION), 1: success(PREDICTION)}, MODEL)
     assert short.get(job_id).finished
     time.sleep(2.2)
     assert short.get(job_id) is None
@@ -61,7 +61,7 @@ def test_jobs_expire(redis_server):
 
 def test_wait_wakes_when_the_job_finishes(store):
     job_id = new_job(store, total=1)
-    timer = threading.Timer(0.3, store.finish, args=(job_id, {0: success(TOP3)}, MODEL))
+    timer = threading.Timer(0.3, store.finish, args=(job_id, {0: success(PREDICTION)}, MODEL))
     timer.start()
     began = time.monotonic()
     job = store.wait(job_id, timeout_s=20)
@@ -86,14 +86,14 @@ def test_pending_chunks_are_claimed_once_due_and_again_if_the_claimer_dies(redis
     assert sorted(store.chunks.claim_due()) == [(job_id, [0, 1]), (job_id, [2])]
     assert store.chunks.claim_due() == []  # claimed: no second worker queues them meanwhile
     store.chunks.dispatched(job_id, [[2]])
-    store.finish(job_id, {2: success(TOP3)}, MODEL)
+    store.finish(job_id, {2: success(PREDICTION)}, MODEL)
     time.sleep(0.6)  # the first claimer died before queueing [0, 1]: it comes round again; [2] is finished
     assert store.chunks.claim_due() == [(job_id, [0, 1])]
     store.chunks.dispatched(job_id, [[0, 1]])
     assert store.chunks.claim_due() == []
     time.sleep(0.6)  # queued, but never finished: its task was lost
     assert store.chunks.claim_due() == [(job_id, [0, 1])]
-    store.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)
+    store.finish(job_id, {0: success(PREDICTION), 1: success(PREDICTION)}, MODEL)
     assert store.redis.zcard(PENDING) == 0
 
 
@@ -108,13 +108,13 @@ def test_pending_chunks_of_expired_jobs_are_dropped(redis_server):
 
 def test_cancel_ends_queued_images_and_lets_running_ones_finish(store):
     job_id = new_job(store, total=3)
-    store.finish(job_id, {2: success(TOP3)}, MODEL)
+    store.finish(job_id, {2: success(PREDICTION)}, MODEL)
     assert store.mark_running(job_id, [0]).indices == [0]  # a worker has this chunk in hand
     cancelled = store.cancel(job_id)
     assert [image["status"] for image in cancelled.images] == [RUNNING, CANCELLED, DONE]
     assert not cancelled.finished and store.images(job_id, [1]) == [None]  # its bytes are gone
     assert store.mark_running(job_id, [1]).indices == []  # a worker that takes the cancelled chunk has nothing to run
-    store.finish(job_id, {0: success(TOP3), 1: success(TOP3)}, MODEL)  # the running chunk ends as usual
+    store.finish(job_id, {0: success(PREDICTION), 1: success(PREDICTION)}, MODEL)  # the running chunk ends as usual
     job = store.get(job_id)
     assert job.finished and [image["status"] for image in job.images] == [DONE, CANCELLED, DONE]
     assert store.cancel(job_id) == job  # again: nothing changes
