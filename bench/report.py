@@ -119,9 +119,10 @@ def render(results: dict) -> str:
 
 
 def write(results: dict, directory: Path = HERE) -> str:
-    """Writes RESULTS.md and results.json (beside this file unless told otherwise); returns the markdown."""
+    """Writes results-latest.md and results.json (beside this file unless told otherwise); returns the markdown.
+    Not RESULTS.md: that file is the committed history, kept by hand."""
     directory.mkdir(parents=True, exist_ok=True)
     text = render(results)
-    (directory / "RESULTS.md").write_text(text)
+    (directory / "results-latest.md").write_text(text)
     (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return text

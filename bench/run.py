@@ -4,7 +4,8 @@
 3. our service end to end: 1- and 16-image jobs under 1, 4 and 16 clients, and where a lone
    1-image job's time goes (bench.breakdown);
 4. scaling: 16-image jobs under 16 clients with 1, 2 and 3 worker processes.
-It prints the tables and writes them to bench/RESULTS.md, and everything to bench/results.json.
+It prints the tables and writes them to bench/results-latest.md (bench/RESULTS.md is the
+history, kept by hand), and everything to bench/results.json.
 A fixed number of images per phase (not a duration) bounds the run; the exit status is 1 if any
 request failed, so a broken service cannot pass for a slow one.
 """
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="pool processes of the worker in phase 3; 0: one per core, as in production "
                              "(default: $WORKER_PROCESSES or 0)")
     parser.add_argument("--quick", action="store_true", help="a few seconds per phase: a smoke test, not a measurement")
-    parser.add_argument("--out", type=Path, default=report.HERE, help="where RESULTS.md and results.json go (default: bench/)")
+    parser.add_argument("--out", type=Path, default=report.HERE, help="where results-latest.md and results.json go (default: bench/)")
     args = parser.parse_args(argv)
     args.worker_processes = replace(settings, worker_processes=args.worker_processes).processes  # 0: one per core
     if not Path(args.model).is_file():

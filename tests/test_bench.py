@@ -23,4 +23,4 @@ def test_quick_bench_runs_every_phase_without_failures(tmp_path):
     assert [s["worker_processes"] for s in results["scaling"]] == [1, 2, 3]
     assert all(ms > 0 for ms in results["breakdown"]["median_ms"].values())  # NaN too fails: no task timings
     assert all(value > 0 for value in results["ratios"].values())
-    assert "### Ratios" in (tmp_path / "RESULTS.md").read_text()
+    assert "### Ratios" in (tmp_path / "results-latest.md").read_text()
