@@ -68,17 +68,25 @@ class TrainImages(datasets.ImageFolder):
                 t.size = (size, size)
 
 
+def folder_samples(root: Path, classes: list[str], limit_per_class: int = 0) -> list[tuple[Path, int]]:
+    """(file, class id) for a tree with one folder per class, named exactly as in classes.txt; it
+    may hold only some of the classes."""
+    index = {name: i for i, name in enumerate(classes)}
+    samples = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        if folder.name not in index:
+            raise ValueError(f"{folder.name!r} is not one of the model's classes")
+        files = sorted(f for f in folder.iterdir() if f.is_file())
+        samples += [(f, index[folder.name]) for f in (files[:limit_per_class] if limit_per_class else files)]
+    return samples
+
+
 class ExtraImages(Dataset):
-    """Photos for some of the classes (folder = exact class name), augmented like the training split."""
+    """Photos for some of the classes, augmented like the training split."""
 
     def __init__(self, root: Path, classes: list[str], transform):
-        index = {name: i for i, name in enumerate(classes)}
         self.transform = transform
-        self.samples = []
-        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-            if folder.name not in index:
-                raise ValueError(f"{folder.name!r} is not one of the model's classes")
-            self.samples += [(str(f), index[folder.name]) for f in sorted(folder.iterdir()) if f.is_file()]
+        self.samples = folder_samples(root, classes)
         self.targets = [label for _, label in self.samples]
 
     def __len__(self) -> int:
@@ -93,15 +101,8 @@ class ServedImages(Dataset):
     """Any folder-per-class tree, read as raw bytes and prepared by the service's own preprocessing."""
 
     def __init__(self, root: Path, classes: list[str], prep: Preprocessing, limit_per_class: int = 0):
-        index = {name: i for i, name in enumerate(classes)}
         self.prep = prep
-        self.samples = []
-        for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-            if folder.name not in index:
-                raise ValueError(f"{folder.name!r} is not one of the model's classes")
-            files = sorted(f for f in folder.iterdir() if f.is_file())
-            files = files[:limit_per_class] if limit_per_class else files
-            self.samples += [(f, index[folder.name]) for f in files]
+        self.samples = folder_samples(root, classes, limit_per_class)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -5,14 +5,30 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import shutil
 
 import pytest
+from playwright.sync_api import sync_playwright
 from redis import Redis
 
 from common.settings import Settings
 from harness import TIGHT_LIMITS, RedisServer, Worker, serve
 from webapp import create_app
 
+# Debian's Chromium, as a person's browser would run: headless, and with nothing that calls out.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium per test module (Playwright's own download cannot work offline)."""
+    executable = shutil.which("chromium")
+    assert executable, "Debian's chromium is needed (make test installs it)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 
 import pytest
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from common.error_codes import ErrorCode
 from harness import serve
 from webapp import create_app
 from webapp.openapi import RETRY_AFTER_CODES
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def document(app, base_url: str = "http://localhost") -> dict:
@@ -129,16 +126,6 @@ def test_swagger_ui_assets_are_served_locally(app):
     assert "/docs-assets/swagger-ui-bundle.js" in links and all(link.startswith("/") for link in links), links
     for asset in ("swagger-ui-bundle.js", "swagger-ui-standalone-preset.js", "swagger-ui.css"):
         assert client.get(f"/docs-assets/{asset}").status_code == 200
-
-
-@pytest.fixture(scope="module")
-def browser():
-    executable = shutil.which("chromium")
-    assert executable, "Debian's chromium is needed (make test installs it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

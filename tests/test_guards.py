@@ -14,7 +14,6 @@ from redis import Redis
 
 from common import workers
 from harness import serve, valid_images, wait_for
-from test_page import browser  # noqa: F401 (the fixture: one headless Chromium per module)
 from webapp import create_app
 
 
