@@ -158,11 +158,14 @@ def http_ok(url: str) -> bool:
 
 class RedisServer(Service):
     """A private redis-server on a free port; it can be stopped and started again (same data dir).
-    With `tls`, it speaks TLS only, with a self-signed certificate that its URL tells clients to verify."""
+    With `tls`, it speaks TLS only, with a self-signed certificate that its URL tells clients to verify.
+    `options` go to redis-server as they are, e.g. ("--maxmemory", "30mb")."""
 
-    def __init__(self, directory: Path, appendonly: bool = False, password: str = "", tls: bool = False):
+    def __init__(self, directory: Path, appendonly: bool = False, password: str = "", tls: bool = False,
+                 options: tuple[str, ...] = ()):
         directory.mkdir(parents=True, exist_ok=True)
         super().__init__("redis-server", directory / "redis.log")
+        self.options = list(options)
         self.port, self.directory, self.appendonly, self.password, self.tls = free_port(), directory, appendonly, password, tls
         auth = f":{password}@" if password else ""
         self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
@@ -176,7 +179,7 @@ class RedisServer(Service):
             args += ["--requirepass", self.password]
         if self.tls:
             args += self._tls_args()
-        self.launch(args, {})
+        self.launch(args + self.options, {})
         wait_for(lambda: self.check_alive() and _pings(self.url), 30, f"redis-server on port {self.port}")
         return self
 

@@ -193,6 +193,15 @@ class JobStore:
         """Ends these chunks with every image failed for the same reason."""
         self.finish(job_id, {i: failure(code, message) for c in chunks for i in c}, chunks=chunks)
 
+    def discard(self, job_id: str, indices: list[int], chunks: list[list[int]]) -> None:
+        """Removes a job and its chunks without a trace, with commands Redis allows even when out of
+        memory: for a job whose submission failed before its client learnt of it."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key(job_id), *(self.image_key(job_id, i) for i in indices))
+            if chunks:
+                pipe.zrem(PENDING, *(member(job_id, c) for c in chunks))
+            pipe.execute()
+
     def cancel(self, job_id: str) -> Job | None:
         """Cancels the images still queued; the job as it stands then, or None if unknown."""
         total = self.redis.hget(self.key(job_id), "total")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from celery import Celery
-from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from common.jobs import JobStore
@@ -55,7 +54,7 @@ def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]
     for chunk in chunks:
         try:
             celery.send_task(CLASSIFY_TASK, args=[job_id, chunk])
-        except OperationalError:
+        except Exception:  # OperationalError mostly, but kombu has raised others mid-failure (issue 13)
             log.warning("job %s: the broker refused chunks %s", job_id, chunks[sent:], exc_info=True)
             break
         sent += 1

@@ -63,8 +63,11 @@ class Settings:
     # A 24000x24000 decompression bomb is 576 MP.
     max_pixels: int = setting(64_000_000, "a larger image fails alone: image_too_large")
     max_queue_depth: int = setting(1000, "queued chunks beyond which submissions get 503 overloaded + Retry-After")
-    # Waiting images live in Redis.
-    max_redis_mb: int = setting(2048, "Redis memory in use beyond which submissions get 503 overloaded + Retry-After")
+    # Waiting images live in Redis; refusing below its maxmemory keeps Redis's own OOM errors away.
+    redis_memory_share: float = setting(0.8, "share of Redis's maxmemory in use beyond which submissions get "
+                                        "503 overloaded + Retry-After")
+    max_redis_mb: int = setting(2048, "for a Redis without maxmemory: memory in use (MB) beyond which submissions get "
+                                "503 overloaded + Retry-After")
     rate_limit: str = setting("600/minute", "submissions per client address, counted in Redis; empty turns it off")
     api_key: str = setting("", "when set, submissions need the header X-API-Key with this value")
     max_long_polls_per_client: int = setting(20, "long polls (?wait=, /predict) one client address may hold at once; "

@@ -161,3 +161,37 @@ def test_a_broker_that_refuses_the_task_fails_the_images_visibly(stack):
     assert failed.finished and {image["status"] for image in failed.images} == {FAILED}
     assert {image["error"]["code"] for image in failed.images} == {"not_queued"}
     assert store.redis.zcard(PENDING) == 0
+
+
+def test_a_store_out_of_memory_keeps_no_job(stack):
+    """Redis refuses writes (over its maxmemory, past a back-pressure check that let the request
+    through): the client gets a 503, and nothing of the job is left behind."""
+    client = create_app(dataclasses.replace(stack.settings, redis_memory_share=1e9, rate_limit="")).test_client()
+    redis = Redis.from_url(stack.settings.redis_url)
+    redis.config_set("maxmemory", "1")
+    try:
+        files = [(io.BytesIO(path.read_bytes()), path.name) for path, _ in valid_images(2)]
+        response = client.post("/api/v1/jobs", data={"file": files}, content_type="multipart/form-data")
+        assert response.status_code == 503 and response.headers["Retry-After"]
+        assert response.get_json()["error"]["code"] == "unavailable"
+        assert list(redis.scan_iter("job:*")) == [] and redis.zcard(PENDING) == 0
+    finally:
+        redis.config_set("maxmemory", "0")
+    assert client.post("/api/v1/jobs", data={"file": [(io.BytesIO(valid_images(1)[0][0].read_bytes()), "a.jpg")]},
+                       content_type="multipart/form-data").status_code == 202
+
+
+def test_a_store_that_cannot_record_the_refusal_keeps_no_job(stack):
+    """The job is stored, the broker refuses its task, and Redis then refuses the write that would
+    fail its images (here by an ACL: no LPUSH, no scripts): the job is removed, the client gets a
+    503, and no chunk is left for a worker to queue."""
+    admin = Redis.from_url(stack.settings.redis_url)
+    admin.acl_setuser("web", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+                      commands=["+@all", "-lpush", "-eval", "-evalsha"])
+    url = f"redis://web:pw@127.0.0.1:{stack.server.port}/0"
+    client = create_app(dataclasses.replace(stack.settings, redis_url=url, rate_limit="")).test_client()
+    files = [(io.BytesIO(path.read_bytes()), path.name) for path, _ in valid_images(3)]
+    response = client.post("/api/v1/jobs", data={"file": files}, content_type="multipart/form-data")
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert response.get_json()["error"]["code"] == "unavailable"
+    assert list(admin.scan_iter("job:*")) == [] and admin.zcard(PENDING) == 0

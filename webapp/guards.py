@@ -22,6 +22,7 @@ from common.queue import CELERY_QUEUE
 from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
+REFUSAL_STANDS_S = 1.0  # a reading of Redis memory over the limit is reused this long
 LONG_POLL_SLACK_S = 5  # a long-poll slot lapses this long after its poll's wait would have ended
 SECURITY_SCHEMES = {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}}
 # What `submission` can answer (UNAVAILABLE: Redis unreachable).
@@ -58,10 +59,26 @@ def _check_backlog() -> None:
     """Queued work is bounded twice: by batches waiting, and by the memory their images take."""
     settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
     depth = redis.llen(CELERY_QUEUE)
-    used_mb = redis.info("memory")["used_memory"] / 2**20
-    if depth >= settings.max_queue_depth or used_mb >= settings.max_redis_mb:
-        message = f"the service is busy ({depth} batches, {used_mb:.0f} MB waiting); try again shortly"
+    used, limit = _redis_memory()
+    if depth >= settings.max_queue_depth or used >= limit:
+        message = f"the service is busy ({depth} batches, {used / 2**20:.0f} MB waiting); try again shortly"
         fail(ErrorCode.OVERLOADED, message, headers={"Retry-After": "10"})
+
+
+def _redis_memory() -> tuple[int, float]:
+    """Redis's memory in use and the most submissions may fill (a share of its maxmemory, or
+    MAX_REDIS_MB when it has none), in bytes. A reading over the limit stands for a moment, so a
+    flood of refused submissions costs no INFO each; any other is taken afresh, so accepted
+    ones cannot overshoot on a stale reading."""
+    settings, extensions = current_app.extensions["settings"], current_app.extensions
+    over = extensions.get("redis_over_limit")
+    if over and time.monotonic() - over[0] < REFUSAL_STANDS_S:
+        return over[1], over[2]
+    info = extensions["redis"].info("memory")
+    used, maxmemory = info["used_memory"], info["maxmemory"]
+    limit = maxmemory * settings.redis_memory_share if maxmemory else settings.max_redis_mb * 2**20
+    extensions["redis_over_limit"] = (time.monotonic(), used, limit) if used >= limit else None
+    return used, limit
 
 
 def submission(view):

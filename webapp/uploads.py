@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
 from flask import current_app, request
+from redis.exceptions import RedisError
 
 from common.chunks import chunked
 from common.error_codes import ErrorCode
@@ -73,5 +74,8 @@ def submit(job: NewJob) -> None:
     jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
     refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
     if refused:
-        jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
+        try:
+            jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
+        except RedisError:  # the store refuses writes too: drop the job rather than leave one no client knows
+            jobs.discard(job.job_id, list(job.images), chunks)
         fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
