@@ -69,6 +69,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         expected = ", ".join(FORMATS)
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image (expected one of {expected})") from None
+    except MemoryError:  # some decoders allocate their canvas on open: the worker's memory ceiling
+        raise ImageError(ErrorCode.IMAGE_TOO_HEAVY, "opening the image ran out of the worker's memory ceiling") from None
     except Exception as exc:  # any decoder's complaint about a header is the client's file, not a 500
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image ({type(exc).__name__})") from None
     width, height = image.size
