@@ -10,6 +10,8 @@ harmless.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from redis import Redis
 from redis.client import Pipeline
 
@@ -44,9 +46,12 @@ def member(job_id: str, chunk: list[int]) -> str:
     return f"{job_id} {','.join(map(str, chunk))}"
 
 
-def chunked(indices: list[int], size: int) -> list[list[int]]:
-    """The images of a job in chunks of at most `size`, each run as one batched inference."""
-    return [indices[i:i + size] for i in range(0, len(indices), size)]
+def chunked(indices: list[int], size: int, heavy: Collection[int] = ()) -> list[list[int]]:
+    """The images of a job in chunks of at most `size`, each run as one batched inference. Each
+    heavy image (costly to decode) gets a chunk of its own, after the light ones: it cannot make
+    them wait, nor take them down with it if its task runs out of time or memory."""
+    light = [i for i in indices if i not in heavy]
+    return [light[i:i + size] for i in range(0, len(light), size)] + [[i] for i in indices if i in heavy]
 
 
 class ChunkScheduler:

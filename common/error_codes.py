@@ -53,6 +53,9 @@ class ErrorCode(StrEnum):
     NOT_AN_IMAGE = "not_an_image", 422, "the file is not an image in a supported format"
     CORRUPT_IMAGE = "corrupt_image", 422, "the image's header is readable, its pixels are not"
     IMAGE_TOO_LARGE = "image_too_large", 422, "the image has more than `max_pixels` pixels"
+    IMAGE_TOO_HEAVY = "image_too_heavy", 422, ("decoding the image would take more than `max_decode_mb` "
+                                               "(pixels x bytes per pixel; only JPEG decodes at reduced size), "
+                                               "or ran out of the worker's memory ceiling")
     DECODE_ERROR = "decode_error", 422, "the image could not be processed"
     WORKER_CRASHED = "worker_crashed", 422, "the batch holding this image stopped a worker three times"
     INFERENCE_ERROR = "inference_error", 500, "the model failed on this image"

@@ -6,6 +6,7 @@ Pure Pillow + NumPy: the web process may import it to sniff uploads without pull
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,10 @@ from common.error_codes import ErrorCode
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
 Image.init()  # registers every plugin, so `formats=` can name those Pillow loads only on demand
 RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+# JPEG decodes at the smallest of 1/8, 1/4, 1/2 or full scale that keeps this many times the model's
+# input size, so quality at the input size is unaffected; the other formats always decode in full.
+DRAFT_FACTOR = 2
+MB = 1024 * 1024
 
 
 class ImageError(ValueError):
@@ -64,6 +69,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     except UnidentifiedImageError:
         expected = ", ".join(FORMATS)
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image (expected one of {expected})") from None
+    except MemoryError:  # some decoders allocate their canvas on open: the worker's memory ceiling
+        raise ImageError(ErrorCode.IMAGE_TOO_HEAVY, "opening the image ran out of the worker's memory ceiling") from None
     except Exception as exc:  # any decoder's complaint about a header is the client's file, not a 500
         raise ImageError(ErrorCode.NOT_AN_IMAGE, f"not a readable image ({type(exc).__name__})") from None
     width, height = image.size
@@ -74,19 +81,55 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode_rgb(data: bytes, size: int, max_pixels: int) -> Image.Image:
+def decoded_size(image: Image.Image, size: int) -> tuple[int, int]:
+    """The size `decode_rgb` decodes `image` at (as JPEG's draft() picks its scale), from its header."""
+    width, height = image.size
+    if image.format != "JPEG":
+        return width, height
+    fits = min(width, height) // (size * DRAFT_FACTOR)
+    scale = next((s for s in (8, 4, 2) if fits >= s), 1)
+    return -(-width // scale), -(-height // scale)
+
+
+def bytes_per_pixel(mode: str) -> int:
+    """What Pillow stores per decoded pixel: 8-bit single-band modes take one byte, 16-bit
+    greyscale two, everything else four (RGB is padded to four bytes too)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def decode_cost(image: Image.Image, size: int) -> int:
+    """The bytes the decoded pixels take, known from the header: what decoding will cost."""
+    width, height = decoded_size(image, size)
+    return width * height * bytes_per_pixel(image.mode)
+
+
+def check_cost(image: Image.Image, size: int, max_decode_mb: float) -> int:
+    """The image's decode cost, or ImageError when it is over the budget."""
+    cost = decode_cost(image, size)
+    if cost > max_decode_mb * MB:
+        width, height = image.size
+        raise ImageError(ErrorCode.IMAGE_TOO_HEAVY, f"{width}x{height} {image.format} ({image.mode}) decodes to "
+                         f"{cost / MB:,.0f} MB, over the limit of {max_decode_mb:,} MB")
+    return cost
+
+
+def decode_rgb(data: bytes, size: int, max_pixels: int, max_decode_mb: float = math.inf) -> Image.Image:
     """Decodes an upload to an upright RGB image, letting JPEG decode at reduced scale when the
     photo is much larger than the model input (a 4000x3000 photo decodes at 1/8 the work)."""
     image = open_image(data, max_pixels)
+    check_cost(image, size, max_decode_mb)
     try:
-        # draft() keeps at least the requested size, so quality at `size` is unaffected.
-        image.draft("RGB", (size * 2, size * 2))
+        image.draft("RGB", (size * DRAFT_FACTOR, size * DRAFT_FACTOR))
         image.seek(0)  # first frame of a GIF or other animation
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of an upright photo
         return _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageError(ErrorCode.CORRUPT_IMAGE, f"the image could not be decoded ({exc})") from None
+    except MemoryError:  # the pool process's memory ceiling (worker/runtime.py), reached by this image
+        raise ImageError(ErrorCode.IMAGE_TOO_HEAVY, "decoding the image ran out of the worker's memory ceiling") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -130,6 +173,6 @@ def to_array(image: Image.Image, prep: Preprocessing) -> np.ndarray:
     return pixels
 
 
-def preprocess(data: bytes, prep: Preprocessing, max_pixels: int) -> np.ndarray:
+def preprocess(data: bytes, prep: Preprocessing, max_pixels: int, max_decode_mb: float = math.inf) -> np.ndarray:
     """Upload bytes -> model input, or ImageError saying why not."""
-    return to_array(decode_rgb(data, prep.size, max_pixels), prep)
+    return to_array(decode_rgb(data, prep.size, max_pixels, max_decode_mb), prep)

@@ -62,6 +62,10 @@ class Settings:
     max_images_per_job: int = setting(64, "more files in one request are refused: 413 too_many_files")
     # A 24000x24000 decompression bomb is 576 MP.
     max_pixels: int = setting(64_000_000, "a larger image fails alone: image_too_large")
+    # Pixels x bytes per pixel at the scale it decodes at: JPEG decodes at down to 1/8 of its size,
+    # other formats in full, so this is a lower pixel limit for them (128 MB: 32 MP of RGB or RGBA).
+    max_decode_mb: int = setting(128, "an image whose decoded pixels would take more fails alone: image_too_heavy")
+    heavy_decode_mb: int = setting(16, "an image whose decoded pixels take more runs in a task of its own")
     max_queue_depth: int = setting(1000, "queued chunks beyond which submissions get 503 overloaded + Retry-After")
     # Waiting images live in Redis; refusing below its maxmemory keeps Redis's own OOM errors away.
     redis_memory_share: float = setting(0.8, "share of Redis's maxmemory in use beyond which submissions get "
@@ -84,6 +88,8 @@ class Settings:
     cors_origins: str = setting("", "comma-separated origins allowed to call the API; empty: same-origin only")
     worker_processes: int = setting(0, "worker processes per host; 0: one per core")
     worker_threads: int = setting(0, "ONNX Runtime threads per worker process; 0: cores / processes")
+    worker_memory_mb: int = setting(1024, "address space a worker process may add after loading the model; "
+                                    "an image that needs more fails alone: image_too_heavy; 0: no ceiling")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

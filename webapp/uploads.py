@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from common.chunks import chunked
 from common.error_codes import ErrorCode
 from common.jobs import failure
-from common.preprocess import ImageError, open_image
+from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
 from common.queue import enqueue
 from webapp.errors import fail
 
@@ -29,6 +29,7 @@ class NewJob:
     filenames: list[str] = field(default_factory=list)
     images: dict[int, bytes] = field(default_factory=dict)
     failures: dict[int, dict] = field(default_factory=dict)
+    heavy: set[int] = field(default_factory=set)  # costly to decode: each runs in a task of its own
 
 
 def read_upload(max_files: int) -> NewJob:
@@ -43,6 +44,7 @@ def read_upload(max_files: int) -> NewJob:
         fail(ErrorCode.UNEXPECTED_FIELD, f"unexpected form fields {unexpected}: send only parts named '{FIELD}'")
     if len(files) > max_files:
         fail(ErrorCode.TOO_MANY_FILES, f"{len(files)} files is over the limit of {max_files} per job")
+    size = Preprocessing.from_card(current_app.extensions["model_card"]).size
     job = NewJob()
     for index, upload in enumerate(files):
         data = upload.read(settings.max_image_bytes + 1)
@@ -51,7 +53,9 @@ def read_upload(max_files: int) -> NewJob:
             fail(ErrorCode.FILE_TOO_LARGE, f"{name} is over the limit of {settings.max_image_bytes:,} bytes per image")
         job.filenames.append(name)
         try:
-            open_image(data, settings.max_pixels)  # header only: cheap, catches most non-images
+            image = open_image(data, settings.max_pixels)  # header only: cheap, catches most non-images
+            if check_cost(image, size, settings.max_decode_mb) > settings.heavy_decode_mb * MB:
+                job.heavy.add(index)
             job.images[index] = data
         except ImageError as exc:
             job.failures[index] = failure(exc.code, exc.message)
@@ -70,7 +74,7 @@ def submit(job: NewJob) -> None:
     If this process dies in between, workers queue the chunks (see common/chunks.py). If the broker
     fails part-way, the chunks not queued fail visibly and the client gets a 503."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
-    chunks = chunked(sorted(job.images), settings.chunk_size)
+    chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
     jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
     refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
     if refused:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 
 
-def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int) -> None:
+def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int,
+                   max_decode_mb: float = math.inf) -> None:
     """Classifies the chunk's images in one batched inference; each bad image fails alone.
     Redis errors propagate (the job store's client retries them); nothing else escapes."""
     started = store.mark_running(job_id, indices)
@@ -34,7 +36,7 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
     results, inputs = {}, {}
     for index, data in zip(started.indices, store.images(job_id, started.indices)):
         try:
-            inputs[index] = _prepare(data, classifier, max_pixels)
+            inputs[index] = _prepare(data, classifier, max_pixels, max_decode_mb)
         except ImageError as exc:
             results[index] = failure(exc.code, exc.message)
         except Exception:  # a decoder bug must cost one image, never the worker
@@ -56,7 +58,7 @@ def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str)
     return {index: success(prediction) for index, prediction in zip(inputs, predictions)}
 
 
-def _prepare(data: bytes | None, classifier: Classifier, max_pixels: int) -> np.ndarray:
+def _prepare(data: bytes | None, classifier: Classifier, max_pixels: int, max_decode_mb: float) -> np.ndarray:
     if data is None:
         raise ImageError(ErrorCode.IMAGE_EXPIRED, "the image expired before a worker could classify it")
-    return preprocess(data, classifier.prep, max_pixels)
+    return preprocess(data, classifier.prep, max_pixels, max_decode_mb)

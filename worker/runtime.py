@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import threading
 from typing import Callable
@@ -78,6 +79,19 @@ class Runtime:
                 log.warning("queued images %s of job %s, which were not queued or not finished in time", chunk, job_id)
 
 
+def limit_memory(extra_mb: int) -> None:
+    """Caps this process's address space at what it holds now (model, runtime, threads) plus
+    `extra_mb`: an image that needs more gets a MemoryError, which fails that image alone, instead
+    of the kernel's OOM killer taking the host's processes. 0: no ceiling."""
+    if extra_mb <= 0:
+        return
+    with open("/proc/self/statm") as statm:  # first field: the address space's size, in pages
+        held = int(statm.read().split()[0]) * resource.getpagesize()
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = held + extra_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
 class Lifecycle:
     """Connects a worker app to Celery's start-up and shutdown signals; holds its Runtime."""
 
@@ -115,6 +129,7 @@ class Lifecycle:
     def start_process(self, **_) -> None:
         if not self.model_problem:
             self.runtime()
+            limit_memory(self.settings.worker_memory_mb)
 
     def shutdown(self, **_) -> None:
         self.stop.set()

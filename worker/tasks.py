@@ -11,4 +11,4 @@ from worker.runtime import runtime
 @shared_task(name=CLASSIFY_TASK, bind=True)
 def classify_images(self, job_id: str, indices: list[int]) -> None:
     rt = runtime(self.app)
-    classify_chunk(rt.jobs, rt.classifier, job_id, indices, rt.settings.max_pixels)
+    classify_chunk(rt.jobs, rt.classifier, job_id, indices, rt.settings.max_pixels, rt.settings.max_decode_mb)
