@@ -5,6 +5,7 @@ import textwrap
 
 from gunicorn import util
 
+from common.error_codes import ErrorCode
 from common.settings import Settings, cores
 
 settings = Settings.from_env()
@@ -26,8 +27,7 @@ accesslog = "-"
 def write_json_error(sock, status: int, reason: str, message: str) -> None:
     """gunicorn's own answer to a request it cannot parse (bad request line, header, framing), in
     the API's error shape instead of its HTML page."""
-    code = reason.lower().replace(" ", "_").replace("-", "_")
-    body = json.dumps({"error": {"code": code, "message": message or reason}})
+    body = json.dumps({"error": {"code": ErrorCode.for_status(status), "message": message or reason}})
     head = textwrap.dedent(f"""\
         HTTP/1.1 {status} {reason}\r
         Connection: close\r
