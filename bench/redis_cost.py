@@ -65,5 +65,5 @@ def measure(jobs: int, directory: Path) -> None:
 
 
 if __name__ == "__main__":
-    with stopped_on_exit():
-        measure(int(sys.argv[1]) if len(sys.argv) > 1 else 10, Path(tempfile.mkdtemp()))
+    with tempfile.TemporaryDirectory() as directory, stopped_on_exit():  # processes stop, then it goes
+        measure(int(sys.argv[1]) if len(sys.argv) > 1 else 10, Path(directory))
