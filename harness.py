@@ -90,7 +90,8 @@ class Service:
 
     def launch(self, args: list[str], env: dict) -> None:
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.prefix + args, cwd=REPO, env=os.environ | {"PYTHONUNBUFFERED": "1"} | env,
+            self.process = subprocess.Popen(self.prefix + args, cwd=REPO,
+                                            env=os.environ | {"PYTHONUNBUFFERED": "1"} | env,
                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         if self not in Service.started:

@@ -33,12 +33,13 @@ AGREED_METRICS = """
 sportclf_http_requests_total{route,method,status}, sportclf_http_request_duration_seconds{route},
 sportclf_jobs_submitted_total, sportclf_images_submitted_total,
 sportclf_images_finished_total{outcome,code,model,version}, sportclf_queue_depth{queue}, sportclf_pending_chunks,
-sportclf_time_to_result_seconds, sportclf_inference_batch_size{model,version}, sportclf_inference_seconds{model,version},
+sportclf_time_to_result_seconds, sportclf_inference_batch_size{model,version},
+sportclf_inference_seconds{model,version},
 sportclf_decode_failures_total{code}, sportclf_top1_confidence{model,version},
 sportclf_worker_heartbeat_age_seconds{worker}
 """
-HISTOGRAMS = {"sportclf_http_request_duration_seconds", "sportclf_time_to_result_seconds", "sportclf_inference_batch_size",
-              "sportclf_inference_seconds", "sportclf_top1_confidence"}
+HISTOGRAMS = {"sportclf_http_request_duration_seconds", "sportclf_time_to_result_seconds",
+              "sportclf_inference_batch_size", "sportclf_inference_seconds", "sportclf_top1_confidence"}
 
 
 def services() -> dict:
@@ -195,7 +196,8 @@ def agreed_metrics() -> dict[str, set[str]]:
     for name, labels in re.findall(r"(sportclf_\w+)(?:\{([\w,]*)\})?", AGREED_METRICS):
         series[name] = set(filter(None, labels.split(",")))
         if name in HISTOGRAMS:
-            series |= {f"{name}_sum": series[name], f"{name}_count": series[name], f"{name}_bucket": series[name] | {"le"}}
+            series |= {f"{name}_sum": series[name], f"{name}_count": series[name],
+                       f"{name}_bucket": series[name] | {"le"}}
     return series
 
 
