@@ -132,6 +132,10 @@ def job(status_url: str, wait: int = 0) -> dict:
     return requests.get(f"{status_url}?wait={wait}", timeout=wait + 30).json()
 
 
+def ready_workers(web: WebServer) -> int:
+    return requests.get(f"{web.url}/ready", timeout=10).json()["workers"]
+
+
 def completed(status_url: str) -> dict:
     """The job once done; fails after a generous deadline (a busy machine loads models slowly)."""
     return wait_for(lambda: (j := job(status_url, wait=10))["status"] == "done" and j, 300, "the job to finish")
@@ -149,7 +153,7 @@ def test_workers_on_other_hosts_finish_a_job_even_when_one_host_is_cut_off(hosts
     web_settings = Settings.from_env({}, redis_url=redis.url, chunk_size=CHUNK_SIZE)
     web = WebServer(web_settings, tmp_path / "web.log", host=hosts.address("a"), prefix=hosts.on("a")).start()
     worker_b = worker_on(hosts, "b", redis.url, tmp_path)
-    assert requests.get(f"{web.url}/ready", timeout=10).json()["workers"] == 1  # B shows up on A
+    assert ready_workers(web) == 1  # B shows up on A
 
     first = completed(submit(web, 0))  # host B's worker alone
     assert first["progress"] == {"done": 32, "failed": 0, "total": 32}
@@ -166,4 +170,6 @@ def test_workers_on_other_hosts_finish_a_job_even_when_one_host_is_cut_off(hosts
     second = completed(status_url)
     assert second["progress"] == {"done": 32, "failed": 0, "total": 32}
     assert {image["status"] for image in second["results"]} == {"done"}
+    # The cut-off host's heartbeat lapses: /ready counts C's process alone.
+    wait_for(lambda: ready_workers(web) == 1, 90, "host B to drop out of /ready")
     worker_b.kill()  # its Redis retries would hold a graceful stop for minutes
