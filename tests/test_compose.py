@@ -232,3 +232,12 @@ def test_the_dashboard_queries_only_the_service_metrics_and_shows_them_all():
     titles = " ".join(panel["title"] for panel in dashboard["panels"]).lower()
     for topic in ("throughput", "latency", "p95", "queue", "pending", "outcome", "model", "confidence", "heartbeat"):
         assert topic in titles
+
+
+def test_the_dashboard_panels_fit_grafanas_grid_without_overlapping():
+    panels = json.loads((DEPLOY / "grafana" / "dashboards" / "sportclf.json").read_text())["panels"]
+    assert len({panel["id"] for panel in panels}) == len(panels)
+    cells = [(panel["gridPos"]["x"] + dx, panel["gridPos"]["y"] + dy) for panel in panels
+             for dx in range(panel["gridPos"]["w"]) for dy in range(panel["gridPos"]["h"])]
+    assert len(set(cells)) == len(cells)  # no two panels share a cell
+    assert all(0 <= x < 24 for x, _ in cells)  # Grafana's grid is 24 columns wide
