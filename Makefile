@@ -24,10 +24,17 @@ $(VENV)/.dev: $(VENV)/.service requirements/ml.txt requirements/dev.txt
 chromium:  # the browser tests drive Debian's Chromium (Playwright's own download cannot work offline)
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
+# Prometheus's config checker for tests/test_compose.py, taken out of Debian's prometheus package
+# (no server installed or started).
+$(VENV)/bin/promtool: | $(VENV)/bin/python
+	cd $(VENV) && (apt-get download -q prometheus || (apt-get update -q && apt-get download -q prometheus)) && \
+	  dpkg-deb --fsys-tarfile prometheus_*.deb | tar -xO ./usr/bin/promtool > promtool.part && \
+	  chmod +x promtool.part && mv promtool.part bin/promtool && rm prometheus_*.deb
+
 run: $(VENV)/.service
 	bin/run
 
-test: $(VENV)/.dev chromium
+test: $(VENV)/.dev chromium $(VENV)/bin/promtool
 	$(PY) -m pytest tests
 
 train: $(VENV)/.dev

@@ -79,16 +79,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class Service:
-    """One started command with its log file; `stop()` may be called twice, or after a crash."""
+    """One started command with its log file; `stop()` may be called twice, or after a crash.
+    `prefix` goes before the command, e.g. ("ip", "netns", "exec", "hostb") to run it on another
+    (network namespace's) host; it must exec the command, not fork it, so the pid stays the same."""
 
     started: list["Service"] = []  # every one ever started, for stopped_on_exit()
 
-    def __init__(self, name: str, log: Path):
-        self.name, self.log, self.process = name, log, None
+    def __init__(self, name: str, log: Path, prefix: tuple[str, ...] = ()):
+        self.name, self.log, self.process, self.prefix = name, log, None, list(prefix)
 
     def launch(self, args: list[str], env: dict) -> None:
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(args, cwd=REPO, env=os.environ | {"PYTHONUNBUFFERED": "1"} | env,
+            self.process = subprocess.Popen(self.prefix + args, cwd=REPO,
+                                            env=os.environ | {"PYTHONUNBUFFERED": "1"} | env,
                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
         if self not in Service.started:
@@ -159,21 +162,21 @@ def http_ok(url: str) -> bool:
 class RedisServer(Service):
     """A private redis-server on a free port; it can be stopped and started again (same data dir).
     With `tls`, it speaks TLS only, with a self-signed certificate that its URL tells clients to verify.
-    `options` go to redis-server as they are, e.g. ("--maxmemory", "30mb")."""
+    `options` go to redis-server as they are, e.g. ("--maxmemory", "30mb"); it listens on `host`."""
 
     def __init__(self, directory: Path, appendonly: bool = False, password: str = "", tls: bool = False,
-                 options: tuple[str, ...] = ()):
+                 options: tuple[str, ...] = (), host: str = "127.0.0.1", prefix: tuple[str, ...] = ()):
         directory.mkdir(parents=True, exist_ok=True)
-        super().__init__("redis-server", directory / "redis.log")
-        self.options = list(options)
+        super().__init__("redis-server", directory / "redis.log", prefix)
+        self.options, self.host = list(options), host
         self.port, self.directory, self.appendonly, self.password, self.tls = free_port(), directory, appendonly, password, tls
         auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self.url = f"redis://{auth}{host}:{self.port}/0"
         if tls:
             self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={directory / 'cert.pem'}"
 
     def start(self) -> "RedisServer":
-        args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", self.host,
                 "--dir", str(self.directory), "--save", "", "--appendonly", "yes" if self.appendonly else "no"]
         if self.password:
             args += ["--requirepass", self.password]
@@ -197,8 +200,8 @@ class Worker(Service):
     """`celery worker` with `settings` (its processes: settings.worker_processes, 0 meaning one per
     core), plus any variables in `env`."""
 
-    def __init__(self, settings: Settings, log: Path, env: dict | None = None):
-        super().__init__("celery worker", log)
+    def __init__(self, settings: Settings, log: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
+        super().__init__("celery worker", log, prefix)
         self.settings = settings
         self.env = settings_env(settings) | (env or {})
 
@@ -221,17 +224,18 @@ class Worker(Service):
 
 
 class WebServer(Service):
-    """gunicorn with the production config, bound to the loopback on a free port."""
+    """gunicorn with the production config, bound to `host` (the loopback) on a free port."""
 
-    def __init__(self, settings: Settings, log: Path, env: dict | None = None):
-        super().__init__("gunicorn", log)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, settings: Settings, log: Path, env: dict | None = None, host: str = "127.0.0.1",
+                 prefix: tuple[str, ...] = ()):
+        super().__init__("gunicorn", log, prefix)
+        self.port, self.host = free_port(), host
+        self.url = f"http://{host}:{self.port}"
         self.env = settings_env(settings) | (env or {})
 
     def start(self) -> "WebServer":
         args = [sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",
-                "--bind", f"127.0.0.1:{self.port}", "webapp:create_app()"]
+                "--bind", f"{self.host}:{self.port}", "webapp:create_app()"]
         self.launch(args, self.env)
         wait_for(lambda: self.check_alive() and http_ok(f"{self.url}/health"), START_TIMEOUT_S, "gunicorn")
         return self
