@@ -2,6 +2,7 @@
 the jobs counted there are the test's alone) and, for the restart, real gunicorn processes."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -11,7 +12,8 @@ import pytest
 import requests
 from redis import Redis
 
-from harness import WebServer, serve, valid_images
+from common.queue import make_celery
+from harness import WebServer, free_port, serve, valid_images
 from webapp import create_app, idempotency
 
 KEY = "3f9a1c2e-7b4d-4e8f-a6c5-0d1e2f3a4b5c"
@@ -134,3 +136,17 @@ def test_a_request_that_loses_the_race_creates_nothing(isolated):
         assert idempotency.create_once(KEY, {"job_id": "loser", "total": 1, "fingerprint": "g"}, create) == winner
     assert not redis.exists("job:loser", "job:loser:image:0")
     assert redis.zcard("jobs:pending") == 0
+
+
+def test_a_submission_answered_503_forgets_its_key(isolated):
+    """The job was stored but its broker refused the task (here: a broker on a port nobody serves):
+    the client hears 503, so its retry with the same key makes a job rather than get that one."""
+    settings, client = isolated
+    refusing = create_app(settings)
+    dead_broker = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    refusing.extensions["celery"] = make_celery(dead_broker)
+    refused = post(refusing.test_client(), KEY, files())
+    assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "unavailable"
+    retried = post(client, KEY, files())
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    assert post(client, KEY, files()).get_json()["job_id"] == retried.get_json()["job_id"]

@@ -68,5 +68,5 @@ def check_same_request(first: dict, fingerprint: str) -> None:
 
 def forget(key: str) -> None:
     """For a submission that failed (503) after its job was stored: a retry with the key should
-    try again rather than get that job back."""
+    try again rather than get that job back. A DEL, which Redis allows even when out of memory."""
     current_app.extensions["redis"].delete(redis_key(key))

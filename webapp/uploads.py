@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
 from flask import current_app, request
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from common.chunks import chunked
@@ -118,19 +119,24 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     if refused:
         try:
             jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
-            if idempotency_key:
-                idempotency.forget(idempotency_key)
         except RedisError:  # the store refuses writes too: drop the job rather than leave one no client knows
             jobs.discard(job.job_id, list(job.images), chunks)
+        if idempotency_key:  # the client hears 503: its retry with this key should try again
+            idempotency.forget(idempotency_key)
         fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
     return None
 
 
 def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None) -> dict | None:
+    """Stores the job; with an idempotency key, only if the key is new (else nothing is stored,
+    and the first job's record is returned)."""
     jobs = current_app.extensions["jobs"]
-    def create(pipe=None) -> None:
+
+    def create(pipe: Pipeline | None = None) -> None:
         jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, job.callback_url, pipe)
+
     if not idempotency_key:
-        return create()
+        create()
+        return None
     record = {"job_id": job.job_id, "total": len(job.filenames), "fingerprint": job.fingerprint.hexdigest()}
     return idempotency.create_once(idempotency_key, record, create)
