@@ -13,12 +13,15 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
 from redis import Redis
 
-from common.jobs import JobStore, success
-from common.webhooks import PENDING_CALLBACKS, SIGNATURE_HEADER
+from common.jobs import JobStore, failure, success
+from common.queue import make_celery
+from common.webhooks import PENDING_CALLBACKS, SIGNATURE_HEADER, Callbacks, backoff_s
 from harness import WebhookWorker, valid_images, wait_for
 from webapp import create_app
+from worker.webhooks import Delivery
 
 SECRET = "test-webhook-secret"
 ATTEMPTS = 3
@@ -194,3 +197,32 @@ def test_callback_url_without_a_secret_or_on_predict_is_refused(web_client):
                                               "callback_url": "https://example.com/hook"},
                                    content_type="multipart/form-data")
         assert response.status_code == status and response.get_json()["error"]["code"] == code
+
+
+def test_a_job_closed_by_cancelling_calls_back(hook_settings, hook_client, receiver):
+    """No worker holds these images (their chunk was never queued): the DELETE closes the job, and
+    the web process queues the delivery."""
+    store = JobStore.for_settings(Redis.from_url(hook_settings.redis_url), hook_settings)
+    job_id = "0c1d2e3f-4a5b-4c6d-8e7f-901234567890"
+    store.create(job_id, ["a.jpg", "b.jpg"], {0: b"x", 1: b"y"}, {}, callback_url=receiver.url)
+    assert hook_client.delete(f"/api/v1/jobs/{job_id}").status_code == 200
+    job = settled_callback(hook_client, f"/api/v1/jobs/{job_id}")
+    assert job["callback"]["status"] == "delivered"
+    assert [r["status"] for r in json.loads(receiver.calls[0][1])["results"]] == ["cancelled", "cancelled"]
+
+
+def test_each_attempt_checks_the_address_again(hook_settings, receiver):
+    """A URL accepted at submit that now resolves to a private address (here: a worker that allows
+    none) is not called: the attempt fails with the reason, and nothing reaches the receiver."""
+    redis = Redis.from_url(hook_settings.redis_url)
+    strict = dataclasses.replace(hook_settings, webhook_allow_private=0)
+    store = JobStore.for_settings(redis, strict)
+    job_id = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
+    store.create(job_id, ["a.txt"], {}, {0: failure("not_an_image", "not an image")}, callback_url=receiver.url)
+    redis.zrem(PENDING_CALLBACKS, job_id)  # this test's own attempt, not the running workers'
+    delivery = Delivery(strict, store, Callbacks(redis, make_celery(strict), strict), {"name": "m", "version": "1"},
+                        requests.Session())
+    assert delivery.attempt(job_id) == backoff_s(strict, 1)
+    callback = store.get(job_id).callback
+    assert callback["status"] == "pending" and callback["attempts"] == 1
+    assert "not a public address" in callback["last_error"] and receiver.calls == []
