@@ -37,17 +37,21 @@ def verify(secret: str, header: str, body: bytes, tolerance_s: float = 300) -> b
 
 class Receiver:
     """A local HTTP server that records every POST and answers with the next planned status
-    (200 once the plan runs out)."""
+    (200 once the plan runs out; a 3xx points elsewhere on it)."""
 
     def __init__(self, plan: list[int] = ()):
-        self.plan, self.calls = list(plan), []
+        self.plan, self.calls, self.paths = list(plan), [], []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.calls.append((dict(self.headers), body))
-                self.send_response(receiver.plan.pop(0) if receiver.plan else 200)
+                receiver.paths.append(self.path)
+                status = receiver.plan.pop(0) if receiver.plan else 200
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -131,6 +135,17 @@ def test_a_failing_receiver_is_retried_until_it_answers(hook_client):
     assert job["callback"] == {"url": receiver.url, "status": "delivered", "attempts": 3, "last_error": None}
     assert len(receiver.calls) == 3
     assert all(verify(SECRET, headers[SIGNATURE_HEADER], body) for headers, body in receiver.calls)
+
+
+def test_a_redirect_is_not_followed(hook_client):
+    receiver = Receiver(plan=[307])
+    try:
+        accepted = submit(hook_client, 1, receiver.url)
+        job = settled_callback(hook_client, accepted["status_url"])
+    finally:
+        receiver.close()
+    assert job["callback"]["status"] == "delivered" and job["callback"]["attempts"] == 2
+    assert receiver.paths == ["/hook", "/hook"]
 
 
 def test_a_receiver_that_never_answers_2xx_is_given_up_on(hook_client):
