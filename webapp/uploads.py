@@ -25,7 +25,8 @@ FIELD = "file"
 CALLBACK_FIELD = "callback_url"
 # What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
 UPLOAD_ERRORS = (ErrorCode.NO_FILE, ErrorCode.UNEXPECTED_FIELD, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_FILES,
-                 ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.UNAVAILABLE)
+                 ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.INCOMPLETE_BODY,
+                 ErrorCode.UPLOAD_TOO_SLOW, ErrorCode.UNAVAILABLE)
 # What POST /api/v1/jobs's callback_url and Idempotency-Key add.
 SUBMIT_ERRORS = (ErrorCode.INVALID_IDEMPOTENCY_KEY, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.INVALID_CALLBACK_URL,
                  ErrorCode.WEBHOOKS_DISABLED)
