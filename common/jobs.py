@@ -163,30 +163,30 @@ class JobStore:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
         `chunks` are pending until their results are written (see common/chunks.py). `pipe`: a
         transaction of the caller's to add the job to (it may WATCH keys or hold writes of its own)."""
-        with pipe or self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
-            self.stage(pipe, job_id, filenames, images, failures, chunks, callback_url)
-            pipe.execute()
-        if callback_url and len(failures) == len(filenames):
-            self._callback_due(job_id)
-
-    def stage(self, pipe: Pipeline, job_id: str, filenames: list[str], images: dict[int, bytes],
-              failures: dict[int, dict], chunks: list[list[int]], callback_url: str | None) -> None:
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
         for index in range(total):
             fields[str(index)] = json.dumps(failures.get(index, {"status": QUEUED}))
-        if callback_url:
-            fields["callback"] = json.dumps(new_callback(callback_url))
         if len(failures) == total:
             fields["finished_at"] = now_iso()
-            if callback_url:  # closed on arrival: due now, as _COUNT_FINAL does for the others
+        with pipe or self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
+            for index, data in images.items():
+                pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
+            pipe.hset(self.key(job_id), mapping=fields)
+            pipe.expire(self.key(job_id), self.ttl_s)
+            self.chunks.schedule(pipe, job_id, chunks)
+            self._add_callback(pipe, job_id, callback_url, closed=len(failures) == total)
+            pipe.execute()
+        if callback_url and len(failures) == total:
+            self._callback_due(job_id)
+
+    def _add_callback(self, pipe: Pipeline, job_id: str, url: str | None, closed: bool) -> None:
+        """A new job's callback record; a job closed on arrival is due at once (as _COUNT_FINAL does)."""
+        if url:
+            pipe.hset(self.key(job_id), "callback", json.dumps(new_callback(url)))
+            if closed:
                 pipe.zadd(PENDING_CALLBACKS, {job_id: 0})
-        for index, data in images.items():
-            pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
-        pipe.hset(self.key(job_id), mapping=fields)
-        pipe.expire(self.key(job_id), self.ttl_s)
-        self.chunks.schedule(pipe, job_id, chunks)
 
     def mark_running(self, job_id: str, indices: list[int]) -> Started | None:
         """Starts a chunk (see _MARK_RUNNING); None if the job expired."""
