@@ -71,34 +71,48 @@ def new_callback(url: str) -> dict:
     return {"url": url, "status": PENDING, "attempts": 0, "last_error": None}
 
 
+class RefusedURL(ValueError):
+    """A callback URL the service may not call; the message says why, for the client."""
+
+
 def check_url(url: str, allow_private: bool) -> str | None:
-    """Why `url` may not be called back (None if it may): only http(s) to a host whose every
-    address is public, unless private ones are allowed. Checked at submit and again before each
-    attempt, since what a name resolves to can change in between."""
+    """Why `url` may not be called back, or None if it may (see `address_to_call`)."""
+    try:
+        address_to_call(url, allow_private)
+    except RefusedURL as exc:
+        return str(exc)
+    return None
+
+
+def address_to_call(url: str, allow_private: bool) -> str | None:
+    """The address to connect to for `url`: only http(s), to a host whose every address is public,
+    unless private ones are allowed (then None: the name is resolved when connecting). Checked at
+    submit and again before each attempt, which connects to the address checked, so a name that
+    resolves elsewhere in between (DNS rebinding) cannot steer it. Raises RefusedURL."""
     if len(url) > MAX_URL_LENGTH:
-        return f"callback_url is longer than {MAX_URL_LENGTH} characters"
+        raise RefusedURL(f"callback_url is longer than {MAX_URL_LENGTH} characters")
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        return f"callback_url is not a valid URL: {exc}"
+        raise RefusedURL(f"callback_url is not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "callback_url must be an http:// or https:// URL with a host"
-    return None if allow_private else _private_address(parts.hostname, port)
+        raise RefusedURL("callback_url must be an http:// or https:// URL with a host")
+    return None if allow_private else _public_address(parts.hostname, port)
 
 
-def _private_address(host: str, port: int) -> str | None:
+def _public_address(host: str, port: int) -> str:
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)}
+        addresses = [info[4][0] for info in socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)]
     except (OSError, UnicodeError) as exc:
-        return f"callback_url's host {host!r} does not resolve: {exc}"
-    for address in sorted(addresses):
+        raise RefusedURL(f"callback_url's host {host!r} does not resolve: {exc}") from None
+    for address in addresses:
         ip = ipaddress.ip_address(address.split("%")[0])  # drop an IPv6 zone
         ip = getattr(ip, "ipv4_mapped", None) or ip
         if not ip.is_global or ip.is_multicast:
-            return (f"callback_url's host {host!r} resolves to {ip}, which is not a public address; "
-                    "the service calls back public addresses only (WEBHOOK_ALLOW_PRIVATE=1 lifts this)")
-    return None
+            raise RefusedURL(f"callback_url's host {host!r} resolves to {ip}, which is not a public address; the "
+                             "service calls back public addresses only (WEBHOOK_ALLOW_PRIVATE=1 lifts this)")
+    return addresses[0]
 
 
 def signature_header(secret: str, body: bytes, timestamp: int | None = None) -> str:

@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import io
 import json
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +23,7 @@ from common.queue import make_celery
 from common.webhooks import PENDING_CALLBACKS, SIGNATURE_HEADER, Callbacks, backoff_s
 from harness import WebhookWorker, valid_images, wait_for
 from webapp import create_app
-from worker.webhooks import Delivery
+from worker.webhooks import Delivery, pinned_session
 
 SECRET = "test-webhook-secret"
 ATTEMPTS = 3
@@ -61,6 +63,16 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def use_tls(self, directory, name: str) -> None:
+        """Serves HTTPS with a fresh self-signed certificate for `name` (its file: self.cert)."""
+        self.cert, key = directory / "cert.pem", directory / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+                        "-addext", f"subjectAltName=DNS:{name}", "-keyout", key, "-out", self.cert],
+                       check=True, capture_output=True)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
 
     def close(self):
         self.server.shutdown()
@@ -235,9 +247,30 @@ def test_each_attempt_checks_the_address_again(hook_settings, receiver):
     job_id = "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"
     store.create(job_id, ["a.txt"], {}, {0: failure("not_an_image", "not an image")}, callback_url=receiver.url)
     redis.zrem(PENDING_CALLBACKS, job_id)  # this test's own attempt, not the running workers'
-    delivery = Delivery(strict, store, Callbacks(redis, make_celery(strict), strict), {"name": "m", "version": "1"},
-                        requests.Session())
+    delivery = Delivery(strict, store, Callbacks(redis, make_celery(strict), strict), {"name": "m", "version": "1"})
     assert delivery.attempt(job_id) == backoff_s(strict, 1)
     callback = store.get(job_id).callback
     assert callback["status"] == "pending" and callback["attempts"] == 1
     assert "not a public address" in callback["last_error"] and receiver.calls == []
+
+
+def test_an_attempt_connects_to_the_address_it_checked(receiver):
+    """The name in the URL is not resolved again when connecting (it does not resolve at all here):
+    the connection goes to the checked address, and the receiver still sees the name as Host."""
+    port = receiver.server.server_port
+    with pinned_session("127.0.0.1") as session:
+        answer = session.post(f"http://hooks.example.invalid:{port}/hook", data=b"{}", timeout=10)
+    assert answer.status_code == 200
+    (headers, body), = receiver.calls
+    assert headers["Host"] == f"hooks.example.invalid:{port}" and body == b"{}"
+
+
+def test_an_https_attempt_checks_the_certificate_of_the_name_not_the_address(receiver, tmp_path):
+    receiver.use_tls(tmp_path, "hooks.example.test")
+    port = receiver.server.server_port
+    with pinned_session("127.0.0.1") as session:
+        session.verify = str(receiver.cert)
+        assert session.post(f"https://hooks.example.test:{port}/hook", data=b"{}", timeout=10).status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):  # the certificate names another host
+            session.post(f"https://other.example.test:{port}/hook", data=b"{}", timeout=10)
+    assert len(receiver.calls) == 1
