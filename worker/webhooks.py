@@ -72,16 +72,21 @@ class Delivery:
             address = address_to_call(url, bool(self.settings.webhook_allow_private))
         except RefusedURL as exc:
             return str(exc)
-        body = json.dumps(job_document(job, self.served_model)).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "sportclf-webhook/1",
-                   SIGNATURE_HEADER: signature_header(secret, body)}
-        try:
-            with pinned_session(address) as session, session.post(
-                    url, data=body, headers=headers, timeout=self.settings.webhook_timeout_s,
-                    allow_redirects=False, stream=True) as response:  # stream: its body is never read
-                return None if 200 <= response.status_code < 300 else f"the receiver answered HTTP {response.status_code}"
-        except requests.RequestException as exc:
-            return f"{type(exc).__name__}: {exc}"[:500]
+        return send(url, address, json.dumps(job_document(job, self.served_model)).encode(), secret,
+                    self.settings.webhook_timeout_s)
+
+
+def send(url: str, address: str | None, body: bytes, secret: str, timeout_s: float) -> str | None:
+    """One signed POST of `body`, connecting to `address`; what went wrong, or None on a 2xx."""
+    headers = {"Content-Type": "application/json", "User-Agent": "sportclf-webhook/1",
+               SIGNATURE_HEADER: signature_header(secret, body)}
+    try:
+        with pinned_session(address) as session, session.post(url, data=body, headers=headers, timeout=timeout_s,
+                                                              allow_redirects=False, stream=True) as response:
+            # stream: the receiver's body is never read
+            return None if 200 <= response.status_code < 300 else f"the receiver answered HTTP {response.status_code}"
+    except requests.RequestException as exc:
+        return f"{type(exc).__name__}: {exc}"[:500]
 
 
 class PinnedAdapter(HTTPAdapter):
