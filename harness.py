@@ -24,7 +24,9 @@ import requests
 from redis import Redis
 
 from common import workers
+from common.queue import make_celery
 from common.settings import REPO, Settings
+from common.webhooks import WEBHOOK_QUEUE
 
 DATA = Path(os.environ.get("SPORTS100_DATA", REPO.parent / "shared" / "data" / "sports100"))
 # Limits so tight that a handful of valid photos (10-40 KB each) needs several requests.
@@ -221,6 +223,27 @@ class Worker(Service):
         tree = {self.pid, *(p.pid for p in psutil.Process(self.pid).children(recursive=True))}
         ready = {int(w["worker"].rsplit(":", 1)[1]) for w in workers.ready_workers(Redis.from_url(self.settings.redis_url))}
         return tree & ready
+
+
+class WebhookWorker(Service):
+    """`celery worker` for the webhook queue only, with threads (its tasks wait on other servers,
+    not on the CPU), as `make run` starts it; ready once it answers a Celery ping."""
+
+    def __init__(self, settings: Settings, log: Path, env: dict | None = None):
+        super().__init__("webhook worker", log)
+        self.settings = settings
+        self.env = settings_env(settings) | (env or {})
+        self.node = f"webhooks-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+    def start(self) -> "WebhookWorker":
+        args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
+                "--queues", WEBHOOK_QUEUE, "--pool", "threads", "--concurrency", "4", "--hostname", self.node,
+                "--without-mingle", "--without-gossip"]
+        self.launch(args, self.env)
+        celery = make_celery(self.settings)
+        wait_for(lambda: self.check_alive() and celery.control.ping(destination=[self.node], timeout=1),
+                 START_TIMEOUT_S, "the webhook worker to answer a ping")
+        return self
 
 
 class WebServer(Service):

@@ -24,12 +24,18 @@ class ErrorCode(StrEnum):
     # The request is refused as a whole.
     BAD_REQUEST = "bad_request", 400, "the request is malformed (for example a broken multipart body)"
     NO_FILE = "no_file", 400, "the request has no multipart part named `file`"
-    UNEXPECTED_FIELD = "unexpected_field", 400, "the request has form fields other than `file`"
+    UNEXPECTED_FIELD = "unexpected_field", 400, ("the request has form fields other than `file` "
+                                                 "(and `callback_url` on `POST /api/v1/jobs`)")
+    INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key", 400, ("`Idempotency-Key` is empty, longer than 255 "
+                                                               "characters, or not printable ASCII without spaces")
     UNAUTHORIZED = "unauthorized", 401, "an API key is configured and `X-API-Key` is missing or wrong"
     NOT_FOUND = "not_found", 404, "no such URL"
     JOB_NOT_FOUND = "job_not_found", 404, "no job has this id: it is not a job id, or its results expired"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the URL exists, not with this method"
     JOB_CANCELLED = "job_cancelled", 409, "`/predict`: its job was cancelled (DELETE) before the image ran"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused", 409, ("this `Idempotency-Key` came with a different request "
+                                                             "(other files, file names or callback_url) within "
+                                                             "the result TTL; use a new key for a new request")
     MALFORMED_REQUEST = "malformed_request", 400, "the request's framing is broken (for example a bad chunk size)"
     INCOMPLETE_BODY = "incomplete_body", 400, "the body ended, or stopped arriving for `WEB_BODY_TIMEOUT_S`, early"
     UPLOAD_TOO_SLOW = "upload_too_slow", 408, "the body did not arrive in full within `WEB_BODY_DEADLINE_S`"
@@ -39,6 +45,9 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large", 413, "a request body over `max_request_bytes`"
     UNPROCESSABLE_ENTITY = "unprocessable_entity", 422, "a parameter of the wrong type (for example `?wait=soon`)"
     INVALID_WAIT = "invalid_wait", 422, "`?wait=` outside 0..30 seconds"
+    INVALID_CALLBACK_URL = "invalid_callback_url", 422, ("`callback_url` is not an http(s) URL, does not resolve, "
+                                                         "or resolves to a private or loopback address")
+    WEBHOOKS_DISABLED = "webhooks_disabled", 422, "a `callback_url` was sent, but this service has no WEBHOOK_SECRET"
     TOO_MANY_REQUESTS = "too_many_requests", 429, "this client sent more submissions than `RATE_LIMIT` allows"
     TOO_MANY_LONG_POLLS = "too_many_long_polls", 429, ("this client already holds `MAX_LONG_POLLS_PER_CLIENT` long polls "
                                                        "(`?wait=` or `/predict`); try again after Retry-After seconds")

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
+from redis.client import Pipeline
 
 from common.chunks import PENDING, ChunkScheduler, member
 from common.settings import Settings
+from common.webhooks import ON_CLOSE, PENDING_CALLBACKS, new_callback
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 IMAGE_STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
@@ -41,14 +44,16 @@ return started
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
 # ARGV[1]) and wakes the long polls on channel KEYS[2]; the record lives ARGV[3] seconds more.
+# Returns {images final, 1 if the job closed with a callback due (see common/webhooks.py) else 0}.
 _COUNT_FINAL = """
-local final = redis.call('HINCRBY', KEYS[1], 'final', newly)
+local final, hook = redis.call('HINCRBY', KEYS[1], 'final', newly), 0
 if final == tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
   redis.call('PUBLISH', KEYS[2], 'done')
+""" + ON_CLOSE + """
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return final
+return {final, hook}
 """
 
 _IS_FINAL = f"(status == '{DONE}' or status == '{FAILED}' or status == '{CANCELLED}')"
@@ -113,6 +118,7 @@ class Job:
     model: dict | None
     filenames: list[str]
     images: list[dict]
+    callback: dict | None = None  # {"url", "status", "attempts", "last_error"} if it has a callback_url
 
     @property
     def finished(self) -> bool:
@@ -134,6 +140,9 @@ class JobStore:
         self._mark_running = redis.register_script(_MARK_RUNNING)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
+        # Called with a job's id when a write here closes a job with a callback: the process that
+        # owns this store queues the delivery (common/webhooks.py); unset, a sweeper does later.
+        self.on_callback_due: Callable[[str], None] | None = None
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> "JobStore":
@@ -150,9 +159,10 @@ class JobStore:
         return f"{self.key(job_id)}:done"
 
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
-               chunks: list[list[int]] = ()) -> None:
+               chunks: list[list[int]] = (), callback_url: str | None = None, pipe: Pipeline | None = None) -> None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
-        `chunks` are pending until their results are written (see common/chunks.py)."""
+        `chunks` are pending until their results are written (see common/chunks.py). `pipe`: a
+        transaction of the caller's to add the job to (it may WATCH keys or hold writes of its own)."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
@@ -160,13 +170,23 @@ class JobStore:
             fields[str(index)] = json.dumps(failures.get(index, {"status": QUEUED}))
         if len(failures) == total:
             fields["finished_at"] = now_iso()
-        with self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
+        with pipe or self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
             for index, data in images.items():
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
             self.chunks.schedule(pipe, job_id, chunks)
+            self._add_callback(pipe, job_id, callback_url, closed=len(failures) == total)
             pipe.execute()
+        if callback_url and len(failures) == total:
+            self._callback_due(job_id)
+
+    def _add_callback(self, pipe: Pipeline, job_id: str, url: str | None, closed: bool) -> None:
+        """A new job's callback record; a job closed on arrival is due at once (as _COUNT_FINAL does)."""
+        if url:
+            pipe.hset(self.key(job_id), "callback", json.dumps(new_callback(url)))
+            if closed:
+                pipe.zadd(PENDING_CALLBACKS, {job_id: 0})
 
     def mark_running(self, job_id: str, indices: list[int]) -> Started | None:
         """Starts a chunk (see _MARK_RUNNING); None if the job expired."""
@@ -187,7 +207,7 @@ class JobStore:
         for index, record in results.items():
             args += [index, json.dumps(record)]
         keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
-        self._finish(keys=keys, args=args)
+        self._closed(job_id, self._finish(keys=keys, args=args))
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""
@@ -208,8 +228,18 @@ class JobStore:
         if total is None:
             return None
         images = [self.image_key(job_id, i) for i in range(int(total))]
-        self._cancel(keys=[self.key(job_id), self.channel(job_id), *images], args=[now_iso(), "", self.ttl_s])
+        self._closed(job_id, self._cancel(keys=[self.key(job_id), self.channel(job_id), *images],
+                                          args=[now_iso(), "", self.ttl_s]))
         return self.get(job_id)
+
+    def _closed(self, job_id: str, outcome: int | list[int]) -> None:
+        """`outcome`: what _COUNT_FINAL returned (a number when nothing was counted)."""
+        if isinstance(outcome, list) and outcome[1] == 1:
+            self._callback_due(job_id)
+
+    def _callback_due(self, job_id: str) -> None:
+        if self.on_callback_due is not None:
+            self.on_callback_due(job_id)
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if unknown or expired."""
@@ -220,6 +250,7 @@ class JobStore:
         return Job(job_id=job_id, created_at=meta["created_at"], filenames=meta["filenames"],
                    finished_at=fields[b"finished_at"].decode() if b"finished_at" in fields else None,
                    model=json.loads(fields[b"model"]) if b"model" in fields else None,
+                   callback=json.loads(fields[b"callback"]) if b"callback" in fields else None,
                    images=[json.loads(fields[str(i).encode()]) for i in range(meta["total"])])
 
     def wait(self, job_id: str, timeout_s: float) -> Job | None:

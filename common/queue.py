@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from common.jobs import JobStore
 from common.settings import Settings
+from common.webhooks import WEBHOOK_QUEUE, WEBHOOK_TASK
 
 CLASSIFY_TASK = "worker.classify_images"
 CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
@@ -33,6 +34,8 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit_s,
         task_acks_on_timeout=False,
         task_default_queue=CELERY_QUEUE,
+        # Webhook calls wait on other people's servers: their own queue, served by its own worker.
+        task_routes={WEBHOOK_TASK: {"queue": WEBHOOK_QUEUE}},
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             # Sweep for abandoned tasks often (kombu's default sweep is every ~100 s).

@@ -90,6 +90,14 @@ class Settings:
     cors_origins: str = setting("", "comma-separated origins allowed to call the API; empty: same-origin only")
     worker_processes: int = setting(0, "worker processes per host; 0: one per core")
     worker_threads: int = setting(0, "ONNX Runtime threads per worker process; 0: cores / processes")
+    webhook_secret: str = setting("", "shared secret that signs webhook calls (X-Sportclf-Signature); empty: "
+                                  "a callback_url is refused with 422 webhooks_disabled")
+    webhook_allow_private: int = setting(0, "1: callback URLs may point at private, loopback or link-local addresses "
+                                         "(a private network, tests); 0: public addresses only (SSRF)")
+    webhook_timeout_s: float = setting(10.0, "seconds one webhook attempt may take to connect and to be answered")
+    webhook_attempts: int = setting(8, "attempts at a webhook call before its job records it failed")
+    webhook_backoff_s: float = setting(2.0, "wait before a webhook's second attempt; doubles after each failure, "
+                                       "at most 60 s")
     worker_memory_mb: int = setting(1024, "address space a worker process may add after loading the model; "
                                     "an image that needs more fails alone: image_too_heavy; 0: no ceiling")
 

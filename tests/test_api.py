@@ -54,7 +54,8 @@ def test_job_document_field_by_field(client, app):
     images = photos(3)
     accepted = upload(client, [(c, n) for c, n, _ in images]).get_json()
     job = wait_done(client, accepted["status_url"])
-    assert set(job) == {"job_id", "status", "progress", "created_at", "finished_at", "model", "results"}
+    assert set(job) == {"job_id", "status", "progress", "created_at", "finished_at", "model", "callback", "results"}
+    assert job["callback"] is None  # sent without callback_url
     assert job["job_id"] == accepted["job_id"]
     assert job["progress"] == {"done": 3, "failed": 0, "total": 3}
     assert datetime.fromisoformat(job["created_at"]) <= datetime.fromisoformat(job["finished_at"])

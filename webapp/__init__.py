@@ -12,6 +12,7 @@ from common.jobs import JobStore
 from common.model_card import load_card
 from common.queue import make_celery
 from common.settings import REPO, Settings
+from common.webhooks import Callbacks
 from webapp import api, errors, guards, legacy, openapi, pages, status
 
 API_VERSION = "1.0.0"
@@ -52,6 +53,8 @@ def connect_services(app: APIFlask, settings: Settings) -> None:
     app.extensions["redis"] = redis
     app.extensions["jobs"] = JobStore.for_settings(redis, settings)
     app.extensions["celery"] = make_celery(settings)
+    # A cancel that closes a job with a callback_url queues its delivery (common/webhooks.py).
+    app.extensions["jobs"].on_callback_due = Callbacks(redis, app.extensions["celery"], settings).queue
     app.extensions["model_card"] = load_card(settings.model_card_path)
 
 

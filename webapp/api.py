@@ -7,15 +7,15 @@ import uuid
 from apiflask import APIBlueprint
 from flask import current_app, url_for
 
+from common.documents import job_document
 from common.error_codes import ErrorCode
 from common.jobs import QUEUED, Job
 from common.model_card import model_identity
-from webapp import examples, schemas
-from webapp.documents import job_document
+from webapp import examples, idempotency, schemas
 from webapp.errors import fail
 from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
 from webapp.openapi import errors
-from webapp.uploads import UPLOAD_ERRORS, read_upload, submit
+from webapp.uploads import SUBMIT_ERRORS, UPLOAD_ERRORS, read_upload, submit
 
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
 
@@ -49,17 +49,21 @@ def found(job: Job | None, job_id: str) -> dict:
 @bp.post("/jobs")
 @submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.UploadIn, location="files", validation=False, examples=examples.UPLOAD)
+@bp.input(schemas.IdempotencyHeader, location="headers", validation=False)  # checked in idempotency.py: 400
 @bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)",
-           example=examples.JOB_ACCEPTED, headers=schemas.LocationHeader)
+           example=examples.JOB_ACCEPTED, headers=schemas.AcceptedHeaders)
 @bp.doc(summary="Submit images for classification",
-        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`",
-        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS))
-def create_job(files_data):
-    job = read_upload(current_app.extensions["settings"].max_images_per_job)
-    submit(job)
-    status_url = url_for("api.get_job", job_id=job.job_id)
-    body = {"job_id": job.job_id, "status": QUEUED, "total": len(job.filenames), "status_url": status_url}
-    return body, 202, {"Location": status_url}
+        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`. Optional: a `callback_url` "
+        "part (a webhook once the job is done) and an `Idempotency-Key` header (a retry gets the first job).",
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, *SUBMIT_ERRORS))
+def create_job(files_data, headers_data):
+    key = idempotency.key_from_request()
+    job = read_upload(current_app.extensions["settings"].max_images_per_job, callback=True)
+    first = submit(job, key)
+    job_id, total = (first["job_id"], first["total"]) if first else (job.job_id, len(job.filenames))
+    status_url = url_for("api.get_job", job_id=job_id)
+    headers = {"Location": status_url} | ({idempotency.REPLAYED_HEADER: "true"} if first else {})
+    return {"job_id": job_id, "status": QUEUED, "total": total, "status_url": status_url}, 202, headers
 
 
 @bp.get("/jobs/<job_id>")

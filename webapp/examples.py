@@ -10,7 +10,13 @@ MODEL = {"name": "sports100-lite0-int8", "version": "1.0.0"}
 
 # Uploads are multipart files: these examples say how to send them (Swagger UI shows file pickers instead).
 UPLOAD_CURL = "curl -F file=@surf.jpg -F file=@match.png http://localhost:8000/api/v1/jobs"
-UPLOAD = {"two photos": {"summary": "two photos in one request", "description": f"`{UPLOAD_CURL}`"}}
+CALLBACK_URL = "https://batch.example.com/hooks/sportclf"
+IDEMPOTENCY_KEY = "5f0c7a52-8d1e-4b36-9a0e-3c2b7d41e6f8"
+UPLOAD_CALLBACK_CURL = (f"curl -H 'Idempotency-Key: {IDEMPOTENCY_KEY}' -F file=@surf.jpg "
+                        f"-F callback_url={CALLBACK_URL} http://localhost:8000/api/v1/jobs")
+UPLOAD = {"two photos": {"summary": "two photos in one request", "description": f"`{UPLOAD_CURL}`"},
+          "with a callback": {"summary": "a photo, a webhook, and a key that makes a retry safe",
+                              "description": f"`{UPLOAD_CALLBACK_CURL}`"}}
 PREDICT_CURL = "curl -F file=@surf.jpg http://localhost:8000/predict"
 PREDICT_UPLOAD = {"one photo": {"summary": "one photo", "description": f"`{PREDICT_CURL}`"}}
 
@@ -23,6 +29,7 @@ JOB_DONE = {
     "created_at": "2026-11-27T09:30:00.120000+00:00",
     "finished_at": "2026-11-27T09:30:00.480000+00:00",
     "model": MODEL,
+    "callback": {"url": CALLBACK_URL, "status": "delivered", "attempts": 1, "last_error": None},
     "results": [
         {"index": 0, "filename": "surf.jpg", "status": "done", "error": None, "top3": [
             {"label": "surfing", "display_name": "Surfing", "confidence": 0.962},

@@ -7,6 +7,7 @@ from apiflask.validators import Length, OneOf
 
 from common.error_codes import ErrorCode
 from common.jobs import IMAGE_STATUSES, JOB_STATUSES, QUEUED
+from common.webhooks import CALLBACK_STATUSES
 from webapp import examples
 
 
@@ -25,6 +26,22 @@ class ErrorOut(Schema):
 class UploadIn(Schema):
     file = List(File(), required=True, validate=Length(min=1),
                 metadata={"description": "one part per image (JPEG, PNG, GIF, WebP, BMP, ...)"})
+    callback_url = String(metadata={
+        "format": "uri", "example": examples.CALLBACK_URL,
+        "description": "optional: once the job is done the service POSTs its document (as `GET status_url` "
+                       "answers) here, signed with `X-Sportclf-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
+                       "\"<t>.<body>\" with WEBHOOK_SECRET>`, retried with backoff; the outcome shows in the job's "
+                       "`callback`. http(s) only, to public addresses (unless WEBHOOK_ALLOW_PRIVATE); no redirect "
+                       "is followed"})
+
+
+class IdempotencyHeader(Schema):
+    idempotency_key = String(data_key="Idempotency-Key", metadata={
+        "example": examples.IDEMPOTENCY_KEY, "minLength": 1, "maxLength": 255,
+        "description": "optional, 1-255 printable ASCII characters (a UUID): sending the same request again with "
+                       "the same key, within the result TTL, answers the first job (same job_id, 202, with "
+                       "`Idempotent-Replayed: true`) instead of making a second; the same key with other files, "
+                       "file names or callback_url is a 409 `idempotency_key_reused`"})
 
 
 class PredictIn(Schema):
@@ -41,6 +58,11 @@ class JobAccepted(Schema):
 class LocationHeader(Schema):
     location = String(required=True, data_key="Location",
                       metadata={"description": "the job's status_url", "example": examples.STATUS_URL})
+
+
+class AcceptedHeaders(LocationHeader):
+    replayed = String(data_key="Idempotent-Replayed", validate=OneOf(["true"]), metadata={
+        "example": "true", "description": "only when an `Idempotency-Key` named a job already: this is that job"})
 
 
 class Prediction(Schema):
@@ -87,6 +109,14 @@ class ModelOut(ModelInfo):
                                                           "the model card has no figures"})
 
 
+class Callback(Schema):
+    url = String(required=True, metadata={"description": "the job's callback_url"})
+    status = String(required=True, validate=OneOf(CALLBACK_STATUSES), metadata={
+        "description": "`pending` until a POST is answered 2xx (`delivered`) or every attempt failed (`failed`)"})
+    attempts = Integer(required=True, metadata={"description": "POSTs made so far"})
+    last_error = String(allow_none=True, required=True, metadata={"description": "why the last attempt failed"})
+
+
 class JobOut(Schema):
     job_id = String(required=True, metadata={"format": "uuid"})
     status = String(required=True, validate=OneOf(JOB_STATUSES))
@@ -94,6 +124,8 @@ class JobOut(Schema):
     created_at = String(required=True, metadata={"format": "date-time"})
     finished_at = String(allow_none=True, required=True, metadata={"format": "date-time"})
     model = Nested(ModelInfo, required=True)
+    callback = Nested(Callback, allow_none=True, required=True,
+                      metadata={"description": "the webhook's delivery; null for a job sent without callback_url"})
     results = List(Nested(ImageResult), required=True)
 
 

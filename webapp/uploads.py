@@ -2,12 +2,14 @@
 unreadable image is recorded as failed in its own slot so the rest of the job goes ahead."""
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
 
 from flask import current_app, request
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from common.chunks import chunked
@@ -15,13 +17,19 @@ from common.error_codes import ErrorCode
 from common.jobs import failure
 from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
 from common.queue import enqueue
+from common.webhooks import check_url
+from webapp import idempotency
 from webapp.errors import fail
 
 FIELD = "file"
+CALLBACK_FIELD = "callback_url"
 # What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
 UPLOAD_ERRORS = (ErrorCode.NO_FILE, ErrorCode.UNEXPECTED_FIELD, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_FILES,
                  ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.INCOMPLETE_BODY,
                  ErrorCode.UPLOAD_TOO_SLOW, ErrorCode.UNAVAILABLE)
+# What POST /api/v1/jobs's callback_url and Idempotency-Key add.
+SUBMIT_ERRORS = (ErrorCode.INVALID_IDEMPOTENCY_KEY, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.INVALID_CALLBACK_URL,
+                 ErrorCode.WEBHOOKS_DISABLED)
 
 
 @dataclass
@@ -31,27 +39,39 @@ class NewJob:
     images: dict[int, bytes] = field(default_factory=dict)
     failures: dict[int, dict] = field(default_factory=dict)
     heavy: set[int] = field(default_factory=set)  # costly to decode: each runs in a task of its own
+    callback_url: str | None = None
+    # What makes two requests the same one (for Idempotency-Key): every file's name and bytes, in
+    # order, and the callback_url.
+    fingerprint: "hashlib._Hash" = field(default_factory=hashlib.sha256)
+
+    def remember(self, *parts: bytes) -> None:
+        """Adds parts to the fingerprint, each after its length, so no two sequences hash alike."""
+        for part in parts:
+            self.fingerprint.update(len(part).to_bytes(8, "big") + part)
 
 
-def read_upload(max_files: int) -> NewJob:
+def read_upload(max_files: int, callback: bool = False) -> NewJob:
+    """The request's files as a job; with `callback`, also its optional `callback_url` field."""
     settings = current_app.extensions["settings"]
     files = request.files.getlist(FIELD)
     if not files:
         other = sorted(request.files.keys())
         hint = f"; got parts named {other}" if other else ""
         fail(ErrorCode.NO_FILE, f"send images as multipart/form-data parts named '{FIELD}'{hint}")
-    unexpected = sorted(str(name) for name in (set(request.files) | set(request.form)) - {FIELD})
+    allowed = {FIELD, CALLBACK_FIELD} if callback else {FIELD}
+    unexpected = sorted(str(name) for name in (set(request.files) | set(request.form)) - allowed)
     if unexpected:
-        fail(ErrorCode.UNEXPECTED_FIELD, f"unexpected form fields {unexpected}: send only parts named '{FIELD}'")
+        fail(ErrorCode.UNEXPECTED_FIELD, f"unexpected form fields {unexpected}: send only {sorted(allowed)}")
     if len(files) > max_files:
         fail(ErrorCode.TOO_MANY_FILES, f"{len(files)} files is over the limit of {max_files} per job")
     size = Preprocessing.from_card(current_app.extensions["model_card"]).size
-    job = NewJob()
+    job = NewJob(callback_url=read_callback_url() if callback else None)
     for index, upload in enumerate(files):
         data = upload.read(settings.max_image_bytes + 1)
         name = safe_filename(upload.filename, index)
         if len(data) > settings.max_image_bytes:
             fail(ErrorCode.FILE_TOO_LARGE, f"{name} is over the limit of {settings.max_image_bytes:,} bytes per image")
+        job.remember((upload.filename or "").encode(), data)
         job.filenames.append(name)
         try:
             image = open_image(data, settings.max_pixels)  # header only: cheap, catches most non-images
@@ -60,7 +80,22 @@ def read_upload(max_files: int) -> NewJob:
             job.images[index] = data
         except ImageError as exc:
             job.failures[index] = failure(exc.code, exc.message)
+    job.remember((job.callback_url or "").encode())
     return job
+
+
+def read_callback_url() -> str | None:
+    """The form's `callback_url`, if any, once it is known to be one the service may call."""
+    settings, urls = current_app.extensions["settings"], request.form.getlist(CALLBACK_FIELD)
+    if not urls:
+        return None
+    if not settings.webhook_secret:
+        fail(ErrorCode.WEBHOOKS_DISABLED, "this service has no WEBHOOK_SECRET to sign callbacks with: "
+             f"send the job without {CALLBACK_FIELD} and poll its status_url")
+    problem = "send one callback_url" if len(urls) > 1 else check_url(urls[0], bool(settings.webhook_allow_private))
+    if problem:
+        fail(ErrorCode.INVALID_CALLBACK_URL, problem)
+    return urls[0]
 
 
 def safe_filename(name: str | None, index: int) -> str:
@@ -70,17 +105,39 @@ def safe_filename(name: str | None, index: int) -> str:
     return name[:200] or f"image-{index + 1}"
 
 
-def submit(job: NewJob) -> None:
+def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     """Records the job, then queues its images in chunks that each run as one batched inference.
     If this process dies in between, workers queue the chunks (see common/chunks.py). If the broker
-    fails part-way, the chunks not queued fail visibly and the client gets a 503."""
+    fails part-way, the chunks not queued fail visibly and the client gets a 503. With an
+    `idempotency_key` already used, nothing is created: returns the first job's {job_id, total}."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
     chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
-    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
+    first = _create(job, chunks, idempotency_key)
+    if first is not None:
+        idempotency.check_same_request(first, job.fingerprint.hexdigest())
+        return first
     refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
     if refused:
         try:
             jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
         except RedisError:  # the store refuses writes too: drop the job rather than leave one no client knows
             jobs.discard(job.job_id, list(job.images), chunks)
+        if idempotency_key:  # the client hears 503: its retry with this key should try again
+            idempotency.forget(idempotency_key)
         fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
+    return None
+
+
+def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None) -> dict | None:
+    """Stores the job; with an idempotency key, only if the key is new (else nothing is stored,
+    and the first job's record is returned)."""
+    jobs = current_app.extensions["jobs"]
+
+    def create(pipe: Pipeline | None = None) -> None:
+        jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, job.callback_url, pipe)
+
+    if not idempotency_key:
+        create()
+        return None
+    record = {"job_id": job.job_id, "total": len(job.filenames), "fingerprint": job.fingerprint.hexdigest()}
+    return idempotency.create_once(idempotency_key, record, create)

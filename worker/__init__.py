@@ -15,6 +15,6 @@ from worker.runtime import Lifecycle
 
 def create_worker(settings: Settings) -> Celery:
     app = make_celery(settings)
-    app.conf.include = ["worker.tasks"]
+    app.conf.include = ["worker.tasks", "worker.webhooks"]
     Lifecycle(app, settings).connect()
     return app

@@ -26,6 +26,7 @@ from common import workers
 from common.jobs import JobStore
 from common.queue import CELERY_QUEUE, enqueue
 from common.settings import Settings
+from common.webhooks import Callbacks
 from worker.inference import Classifier, default_threads
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class Runtime:
         self.redis = Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=5, base=0.1), 60),
                                     retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self.jobs = JobStore.for_settings(self.redis, settings)
+        # The worker that closes a job with a callback_url queues its delivery (common/webhooks.py).
+        self.callbacks = Callbacks(self.redis, app, settings)
+        self.jobs.on_callback_due = self.callbacks.queue
         threads = settings.worker_threads or default_threads(settings.processes)
         self.classifier = load_classifier(settings, threads)
         log.info("%s loaded %s with %d threads", worker_id(), self.classifier.identity, threads)
@@ -69,6 +73,7 @@ class Runtime:
         me = worker_id()
         keep_doing(lambda: workers.announce(self.redis, me, self.classifier.identity), stop)
         keep_doing(self.queue_due, stop)
+        keep_doing(self.callbacks.sweep, stop)
         return self
 
     def queue_due(self) -> None:

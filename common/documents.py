@@ -1,5 +1,6 @@
 """A stored job as REST v1 shows it: the job's status rolled up from its images', and the model
-this deployment serves named until a worker records the one that classified the images."""
+this deployment serves named until a worker records the one that classified the images. Here in
+common/ because the web app answers with it and the webhook delivery (a worker) posts it."""
 from __future__ import annotations
 
 from collections import Counter
@@ -23,6 +24,7 @@ def job_document(job: Job, served_model: dict) -> dict:
         "created_at": job.created_at,
         "finished_at": job.finished_at,
         "model": job.model or served_model,
+        "callback": job.callback,
         "results": [
             {"index": i, "filename": name, "status": image["status"], "top3": image.get("top3", []),
              "confident": image.get("confident"), "error": image.get("error")}
