@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large", 413, "a request body over `max_request_bytes`"
     UNPROCESSABLE_ENTITY = "unprocessable_entity", 422, "a parameter of the wrong type (for example `?wait=soon`)"
     INVALID_WAIT = "invalid_wait", 422, "`?wait=` outside 0..30 seconds"
+    UNKNOWN_MODEL = "unknown_model", 422, ("`?model=`, or a routing change, names a model id (name@version) the "
+                                           "service does not have; the message lists those it has")
+    ROUTING_LOCKED = "routing_locked", 403, "changing the model routing needs `API_KEY` set on the service"
     TOO_MANY_REQUESTS = "too_many_requests", 429, "this client sent more submissions than `RATE_LIMIT` allows"
     TOO_MANY_LONG_POLLS = "too_many_long_polls", 429, ("this client already holds `MAX_LONG_POLLS_PER_CLIENT` long polls "
                                                        "(`?wait=` or `/predict`); try again after Retry-After seconds")

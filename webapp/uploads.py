@@ -14,8 +14,10 @@ from common.chunks import chunked
 from common.error_codes import ErrorCode
 from common.jobs import failure
 from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
+from common import shadow
 from common.queue import enqueue
 from webapp.errors import fail
+from webapp.models import route
 
 FIELD = "file"
 # What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
@@ -74,9 +76,13 @@ def submit(job: NewJob) -> None:
     If this process dies in between, workers queue the chunks (see common/chunks.py). If the broker
     fails part-way, the chunks not queued fail visibly and the client gets a 503."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
+    model, shadow_model = route(request.args.get("model"))
     chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
-    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
-    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
+    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, model.identity)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, model.id)
+    if shadow_model and chunks and not refused:
+        shadow.keep_copies(jobs.redis, job.job_id, job.images, settings.result_ttl_s)
+        shadow.send(current_app.extensions["celery"], job.job_id, chunks, shadow_model)
     if refused:
         try:
             jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")

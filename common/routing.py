@@ -1,0 +1,91 @@
+"""Which model classifies a job: the active model, a canary taking a share of jobs, and a shadow
+that also classifies a share of jobs only to measure how often it agrees.
+
+The routing lives in Redis (hash `models:routing`), so an operator changes it for every web
+process at once, with no restart (PATCH /api/v1/models/routing); until the hash is written, the
+settings MODEL_ACTIVE, MODEL_CANARY and MODEL_SHADOW are the routing. Each job is routed once, on
+submit, and keeps its model (the job record names it), so its chunks never change model midway.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from redis import Redis
+
+from common.settings import Settings
+
+KEY = "models:routing"
+
+
+@dataclass(frozen=True)
+class Split:
+    """A model and the percentage of jobs it takes (canary) or also classifies (shadow)."""
+    model: str
+    share: float
+
+    @classmethod
+    def parse(cls, text: str, variable: str) -> "Split | None":
+        """`name@version:percent`, or None for empty text."""
+        if not text:
+            return None
+        model, _, share = text.rpartition(":")
+        try:
+            split = cls(model, float(share))
+        except ValueError:
+            split = None
+        if split is None or not model or not 0 <= split.share <= 100:
+            raise ValueError(f"{variable}={text!r} is not valid: expected name@version:percent (0-100)")
+        return split
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.share:g}"
+
+
+@dataclass(frozen=True)
+class Routing:
+    active: str
+    canary: Split | None = None
+    shadow: Split | None = None
+    source: str = "settings"  # or "redis": where this routing was read from
+
+    def shares(self) -> dict[str, float]:
+        """Each model's share of jobs, in percent (shadows take none: they answer no client)."""
+        if self.canary is None or self.canary.model == self.active:
+            return {self.active: 100.0}
+        return {self.active: 100.0 - self.canary.share, self.canary.model: self.canary.share}
+
+    def choose(self, rng: random.Random) -> str:
+        """The model for a new job: the canary for its share of jobs, else the active model."""
+        canary = self.canary
+        return canary.model if canary and rng.random() * 100 < canary.share else self.active
+
+    def shadow_for(self, model: str, rng: random.Random) -> str | None:
+        """The shadow model that also classifies this job, for its share of jobs; never the job's own."""
+        shadow = self.shadow
+        if shadow is None or shadow.model == model or rng.random() * 100 >= shadow.share:
+            return None
+        return shadow.model
+
+    def to_redis(self) -> dict[str, str]:
+        return {"active": self.active, "canary": str(self.canary or ""), "shadow": str(self.shadow or "")}
+
+
+def from_settings(settings: Settings, default_model: str) -> Routing:
+    """The routing the settings describe; `default_model` (MODEL_PATH's) when MODEL_ACTIVE is empty."""
+    return Routing(settings.model_active or default_model, Split.parse(settings.model_canary, "MODEL_CANARY"),
+                   Split.parse(settings.model_shadow, "MODEL_SHADOW"))
+
+
+def load(redis: Redis, initial: Routing) -> Routing:
+    """The routing in force: Redis's once an operator wrote it, else `initial` (the settings')."""
+    stored = {k.decode(): v.decode() for k, v in redis.hgetall(KEY).items()}
+    if not stored.get("active"):
+        return initial
+    return Routing(stored["active"], Split.parse(stored.get("canary", ""), "canary"),
+                   Split.parse(stored.get("shadow", ""), "shadow"), source="redis")
+
+
+def save(redis: Redis, routing: Routing) -> Routing:
+    redis.hset(KEY, mapping=routing.to_redis())
+    return replace(routing, source="redis")

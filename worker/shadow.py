@@ -1,0 +1,37 @@
+"""A shadow task's work: classify a chunk's copies with the shadow model and count, against the
+job's own results, how many top-1 answers agree (common/shadow.py). Plain logic, no broker."""
+from __future__ import annotations
+
+from redis import Redis
+
+from common import shadow
+from common.jobs import DONE, QUEUED, RUNNING, JobStore
+from common.preprocess import ImageError
+from common.registry import model_id
+from worker.classify import _predict, _prepare
+from worker.inference import Classifier
+
+
+def shadow_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int,
+                 max_decode_mb: float) -> bool:
+    """Compares the shadow model with the job's own results; False while those are not all final
+    yet (the task asks again later). Images either side failed on are not compared."""
+    job = store.get(job_id)
+    if job is not None and any(job.images[i]["status"] in (QUEUED, RUNNING) for i in indices):
+        return False
+    redis: Redis = store.redis
+    keys = [shadow.image_key(job_id, i) for i in indices]
+    copies = redis.mget(keys)
+    redis.delete(*keys)
+    primary = {i: job.images[i] for i in indices if job and job.images[i]["status"] == DONE}
+    inputs = {}
+    for index, data in zip(indices, copies):
+        if index in primary and data is not None:
+            try:
+                inputs[index] = _prepare(data, classifier, max_pixels, max_decode_mb)
+            except ImageError:
+                pass
+    answers = {i: r for i, r in _predict(classifier, inputs, job_id).items() if r["status"] == DONE}
+    agreed = sum(answers[i]["top3"][0]["label"] == primary[i]["top3"][0]["label"] for i in answers)
+    shadow.record(redis, model_id(classifier.card), len(answers), agreed)
+    return True
