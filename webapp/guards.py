@@ -44,12 +44,17 @@ def _check_api_key() -> None:
         fail(ErrorCode.UNAUTHORIZED, f"a valid {API_KEY_HEADER} header is required for this request")
 
 
-def check_admin_key() -> None:
-    """Operators' changes need the key: with none configured they are refused, not open to anyone."""
-    if not current_app.extensions["settings"].api_key:
-        fail(ErrorCode.ROUTING_LOCKED, "set API_KEY on the service, and send it as "
-             f"{API_KEY_HEADER}, to change the model routing")
-    _check_api_key()
+def admin(view):
+    """For operators' changes, before the body is read: they need the key, and with none
+    configured they are refused rather than open to anyone."""
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        if not current_app.extensions["settings"].api_key:
+            fail(ErrorCode.ROUTING_LOCKED, "set API_KEY on the service, and send it as "
+                 f"{API_KEY_HEADER}, to change the model routing")
+        _check_api_key()
+        return view(*args, **kwargs)
+    return guarded
 
 
 def _check_rate() -> None:

@@ -16,7 +16,7 @@ from common.registry import ModelEntry, entry, registry
 from common.routing import Routing, Split
 from webapp import examples, schemas
 from webapp.errors import fail
-from webapp.guards import check_admin_key
+from webapp.guards import admin
 from webapp.openapi import errors
 
 bp = APIBlueprint("models", __name__, url_prefix="/api/v1", tag="Models")
@@ -89,15 +89,15 @@ def list_models():
 
 
 @bp.patch("/models/routing")
+@admin  # before the body is read
 @bp.input(schemas.RoutingIn, example=examples.ROUTING_CANARY)
 @bp.output(schemas.RoutingChanged, example=examples.ROUTING)
 @bp.doc(summary="Change which models take the jobs (canary, promote, roll back, shadow)",
         description="Fields left out keep their value; `null` removes a canary or shadow. Takes effect for the "
                     "next job on every web process, with no restart. Needs the API key.",
-        responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.ROUTING_LOCKED, ErrorCode.UNKNOWN_MODEL,
-                         ErrorCode.UNPROCESSABLE_ENTITY, ErrorCode.UNAVAILABLE))
+        responses=errors(ErrorCode.UNAUTHORIZED, ErrorCode.ROUTING_LOCKED, ErrorCode.BAD_REQUEST,
+                         ErrorCode.UNKNOWN_MODEL, ErrorCode.UNPROCESSABLE_ENTITY, ErrorCode.UNAVAILABLE))
 def change_routing(json_data):
-    check_admin_key()
     now = current()
     changes = {name: Split(**value) if value else None for name, value in json_data.items() if name != "active"}
     new = replace(now, active=json_data.get("active", now.active), **changes)
