@@ -5,9 +5,15 @@ The routing lives in Redis (hash `models:routing`), so an operator changes it fo
 process at once, with no restart (PATCH /api/v1/models/routing); until the hash is written, the
 settings MODEL_ACTIVE, MODEL_CANARY and MODEL_SHADOW are the routing. Each job is routed once, on
 submit, and keeps its model (the job record names it), so its chunks never change model midway.
+
+The canary's jobs are spread evenly rather than drawn at random: jobs are numbered by a counter in
+Redis that every web process shares, and job n goes to the canary when n x share / 100 passes a
+whole number. So 10% is exactly 1 job in 10, in any run of 10 jobs, however many web processes
+take them. The shadow's sample is drawn at random (it must not line up with the canary's jobs).
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -16,6 +22,7 @@ from redis import Redis
 from common.settings import Settings
 
 KEY = "models:routing"
+COUNTER = "models:jobs_routed"
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,12 @@ class Routing:
             return {self.active: 100.0}
         return {self.active: 100.0 - self.canary.share, self.canary.model: self.canary.share}
 
-    def choose(self, rng: random.Random) -> str:
-        """The model for a new job: the canary for its share of jobs, else the active model."""
+    def choose(self, number: int) -> str:
+        """The model for job `number` (1, 2, ...): the canary for its share of them, evenly spread."""
         canary = self.canary
-        return canary.model if canary and rng.random() * 100 < canary.share else self.active
+        if canary and math.floor(number * canary.share / 100) > math.floor((number - 1) * canary.share / 100):
+            return canary.model
+        return self.active
 
     def shadow_for(self, model: str, rng: random.Random) -> str | None:
         """The shadow model that also classifies this job, for its share of jobs; never the job's own."""
@@ -79,7 +88,20 @@ def from_settings(settings: Settings, default_model: str) -> Routing:
 
 def load(redis: Redis, initial: Routing) -> Routing:
     """The routing in force: Redis's once an operator wrote it, else `initial` (the settings')."""
-    stored = {k.decode(): v.decode() for k, v in redis.hgetall(KEY).items()}
+    return parse(redis.hgetall(KEY), initial)
+
+
+def for_new_job(redis: Redis, initial: Routing) -> tuple[Routing, int]:
+    """The routing in force and the new job's number, in one round trip."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(KEY)
+        pipe.incr(COUNTER)
+        stored, number = pipe.execute()
+    return parse(stored, initial), number
+
+
+def parse(hash_fields: dict[bytes, bytes], initial: Routing) -> Routing:
+    stored = {k.decode(): v.decode() for k, v in hash_fields.items()}
     if not stored.get("active"):
         return initial
     return Routing(stored["active"], Split.parse(stored.get("canary", ""), "canary"),

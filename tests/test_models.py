@@ -79,9 +79,12 @@ def test_the_registry_names_each_model_by_its_card():
 def test_routing_weights_jobs_and_parses_its_settings():
     routing = Routing(INT8, canary=Split(FP32, 10))
     assert routing.shares() == {INT8: 90.0, FP32: 10.0}
+    for first in (1, 7, 1234):  # any run of 10 jobs: exactly 1 to the canary
+        assert Counter(routing.choose(n) for n in range(first, first + 10))[FP32] == 1
+    assert Counter(Routing(INT8, canary=Split(FP32, 2.5)).choose(n) for n in range(1, 201))[FP32] == 5
     rng = random.Random(0)
-    counts = Counter(routing.choose(rng) for _ in range(10_000))
-    assert 800 < counts[FP32] < 1200
+    shadowed = Counter(Routing(INT8, shadow=Split(FP32, 5)).shadow_for(INT8, rng) for _ in range(10_000))
+    assert 400 < shadowed[FP32] < 600 and Routing(INT8, shadow=Split(FP32, 100)).shadow_for(FP32, rng) is None
     assert Split.parse(f"{FP32}:5", "MODEL_SHADOW") == Split(FP32, 5)
     for bad in (FP32, f"{FP32}:lots", f"{FP32}:101", ":5"):
         with pytest.raises(ValueError, match="MODEL_CANARY"):
@@ -121,7 +124,7 @@ def test_a_canary_takes_a_share_then_promotion_and_rollback_apply_without_a_rest
     assert patch(web, {"canary": {"model": FP32, "share": 50}}).status_code == 200
     urls = [submit(other_process, 1, start=i) for i in range(40)]
     counts = Counter(model_of(finished(web, url)) for url in urls)
-    assert counts[INT8] > 0 and counts[FP32] > 0, counts  # all 40 one way: about 2 in 10^12
+    assert counts == {INT8: 20, FP32: 20}  # jobs are numbered across web processes: an even split
     assert patch(web, {"active": FP32, "canary": None}).get_json()["active"] == FP32  # promote
     assert {model_of(finished(web, submit(other_process, 1, start=i))) for i in range(5)} == {FP32}
     assert other_process.get("/api/v1/model").get_json()["name"] == "sports100-lite0"
@@ -176,3 +179,14 @@ def test_a_model_with_a_share_and_no_worker_is_not_ready(fresh_settings):
     models = {m["id"]: m for m in response.get_json()["models"]}
     assert models[FP32] == {"id": FP32, "share": 10, "workers": 0, "ready": False}
     assert any(FP32 in problem for problem in response.get_json()["problems"])
+
+
+def test_a_ten_percent_canary_takes_20_of_200_jobs(fresh_settings):
+    """Routing happens on submit: with no worker, the job records and the two queues show the split."""
+    settings = fresh_settings(model_canary=f"{FP32}:10", api_key=KEY["X-API-Key"], rate_limit="")
+    client = create_app(settings).test_client()
+    urls = [submit(client, 1, start=i % 20) for i in range(200)]
+    counts = Counter(model_of(client.get(url).get_json()) for url in urls)
+    assert counts == {INT8: 180, FP32: 20}
+    redis = Redis.from_url(settings.redis_url)
+    assert (redis.llen(queue_for(INT8)), redis.llen(queue_for(FP32))) == (180, 20)

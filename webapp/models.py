@@ -53,9 +53,13 @@ def known(model: str) -> ModelEntry:
 def route(pinned: str | None) -> tuple[ModelEntry, str | None]:
     """The model for a new job (`pinned`, else the routing's weighted choice) and the shadow model
     that also classifies it, if this job is in the shadow's sample."""
-    now, rng = current(), current_app.extensions["random"]
-    model = known(pinned) if pinned else known(now.choose(rng))
-    return model, now.shadow_for(model.id, rng)
+    extensions = current_app.extensions
+    if pinned:  # a pinned job takes no number: the canary's share is of the jobs routed
+        now, model = current(), known(pinned)
+    else:
+        now, number = routing.for_new_job(extensions["redis"], extensions["routing"])
+        model = known(now.choose(number))
+    return model, now.shadow_for(model.id, extensions["random"])
 
 
 def describe(model: ModelEntry, now: Routing, redis: Redis, serving: dict[str, int]) -> dict:
