@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -15,8 +18,8 @@ from common.jobs import JobStore
 from common.queue import DEFAULT_MODEL, queue_for
 from common.registry import entry, registry, served_models
 from common.routing import Routing, Split
-from common.settings import Settings
-from harness import RedisServer, Worker, valid_images, wait_for
+from common.settings import REPO, Settings
+from harness import RedisServer, Worker, serve, valid_images, wait_for
 from webapp import create_app
 
 INT8, FP32 = "sports100-lite0-int8@1.0.0", "sports100-lite0@1.0.0"
@@ -190,3 +193,25 @@ def test_a_ten_percent_canary_takes_20_of_200_jobs(fresh_settings):
     assert counts == {INT8: 180, FP32: 20}
     redis = Redis.from_url(settings.redis_url)
     assert (redis.llen(queue_for(INT8)), redis.llen(queue_for(FP32))) == (180, 20)
+
+
+def test_the_command_line_runs_a_rollout(stack, tmp_path):
+    """`sportclf models ...` over HTTP, as an operator types it: canary, list, promote, back, shadow."""
+    Redis.from_url(stack.redis_url).delete("models:routing")
+    for url in serve(create_app(stack)):
+        def run(*args, key: str = KEY["X-API-Key"]):  # `python -m sportclf`: this checkout's client
+            return subprocess.run([sys.executable, "-m", "sportclf", "models", *args, "--server", url], cwd=REPO,
+                                  env=os.environ | {"SPORTCLF_API_KEY": key}, capture_output=True, text=True, timeout=60)
+
+        refused = run("canary", FP32, "10", key="wrong")
+        assert refused.returncode == 2 and "X-API-Key" in refused.stderr
+        assert run("canary", FP32, "10").stdout.strip() == f"active {INT8}, canary {FP32} 10% (from redis)"
+        listed = run("list").stdout.splitlines()
+        assert listed[0] == f"active {INT8}, canary {FP32} 10% (from redis)"
+        assert any(line.startswith(FP32) and "10% of jobs  1 worker(s)" in line for line in listed[1:]), listed
+        assert run("promote").stdout.strip() == f"active {FP32} (from redis)"
+        assert run("canary", INT8, "5").returncode == 0 and run("rollback").stdout.strip() == f"active {FP32} (from redis)"
+        assert run("promote", INT8).stdout.strip() == f"active {INT8} (from redis)"
+        assert run("shadow", FP32, "5").stdout.strip() == f"active {INT8}, shadow {FP32} 5% (from redis)"
+        assert "agrees on 0 of 0" in run("list").stdout
+        assert run("shadow", FP32, "0").stdout.strip() == f"active {INT8} (from redis)"
