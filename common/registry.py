@@ -3,18 +3,24 @@
 
 The web app lists the registry (GET /api/v1/models) and checks routing against it; a worker
 looks up the ids it is told to serve (WORKER_MODELS). Cards are small JSON files, so the web
-process reads them without loading a model.
+process reads them without loading a model. Workers also publish their models' cards in Redis
+(`models:cards`), so a model added on a worker host can be routed to without the file on the
+web hosts and without restarting them.
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from redis import Redis
 
 from common.model_card import load_card
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
+CARDS = "models:cards"  # hash: model id -> its card (JSON), as the workers that serve it read it
 
 
 def model_id(card: dict) -> str:
@@ -23,11 +29,12 @@ def model_id(card: dict) -> str:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model of the registry: its id, its card, and where its ONNX file and card live."""
+    """One model of the registry: its id, its card, and where its ONNX file and card live (None
+    for a model known only from a worker's publication)."""
     id: str
     card: dict
-    model_path: Path
-    card_path: Path
+    model_path: Path | None = None
+    card_path: Path | None = None
 
     @property
     def identity(self) -> dict:
@@ -74,3 +81,18 @@ def served_models(settings: Settings) -> list[ModelEntry]:
     if unknown:
         raise ValueError(f"WORKER_MODELS names {unknown}, not in the registry {sorted(known)}")
     return [known[name] for name in wanted]
+
+
+def publish(redis: Redis, models: list[ModelEntry]) -> None:
+    """Makes a worker's models known to every web process, even where their files are not."""
+    redis.hset(CARDS, mapping={model.id: json.dumps(model.card) for model in models})
+
+
+def published(redis: Redis, model: str | None = None) -> dict[str, ModelEntry]:
+    """The models workers have published (only `model`, if given), by id."""
+    if model is not None:
+        card = redis.hget(CARDS, model)
+        cards = {model.encode(): card} if card else {}
+    else:
+        cards = redis.hgetall(CARDS)
+    return {key.decode(): ModelEntry(key.decode(), json.loads(card)) for key, card in cards.items()}

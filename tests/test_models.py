@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -215,3 +216,19 @@ def test_the_command_line_runs_a_rollout(stack, tmp_path):
         assert run("shadow", FP32, "5").stdout.strip() == f"active {INT8}, shadow {FP32} 5% (from redis)"
         assert "agrees on 0 of 0" in run("list").stdout
         assert run("shadow", FP32, "0").stdout.strip() == f"active {INT8} (from redis)"
+
+
+def test_a_model_only_a_worker_has_can_be_routed_to(stack, tmp_path):
+    """A web host whose models/ lacks the FP32 model knows it from the card its worker published."""
+    shipped = Path(Settings().model_path)
+    for suffix in (".onnx", ".json"):
+        (tmp_path / shipped.with_suffix(suffix).name).symlink_to(shipped.with_suffix(suffix))
+    settings = dataclasses.replace(stack, model_path=str(tmp_path / shipped.name))
+    assert set(registry(settings)) == {INT8}
+    client = create_app(settings).test_client()
+    Redis.from_url(stack.redis_url).delete("models:routing")
+    listed = {m["id"]: m for m in client.get("/api/v1/models").get_json()["models"]}
+    assert listed[FP32]["workers"] == 1 and listed[FP32]["accuracy"] == registry(Settings())[FP32].card["metrics"]["valid"]
+    assert model_of(finished(client, submit(client, 1, query=f"?model={FP32}"))) == FP32
+    assert patch(client, {"canary": {"model": FP32, "share": 50}}).status_code == 200
+    Redis.from_url(stack.redis_url).delete("models:routing")

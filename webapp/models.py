@@ -12,7 +12,7 @@ from redis import Redis
 
 from common import routing, shadow, workers
 from common.error_codes import ErrorCode
-from common.registry import ModelEntry, entry, registry
+from common.registry import ModelEntry, entry, published, registry
 from common.routing import Routing, Split
 from webapp import examples, schemas
 from webapp.errors import fail
@@ -43,11 +43,17 @@ def current() -> Routing:
     return routing.load(current_app.extensions["redis"], current_app.extensions["routing"])
 
 
+def all_models() -> dict[str, ModelEntry]:
+    """This host's registry, and the models only workers have (published with their cards)."""
+    return published(current_app.extensions["redis"]) | current_app.extensions["models"]
+
+
 def known(model: str) -> ModelEntry:
-    models = current_app.extensions["models"]
-    if model not in models:
-        fail(ErrorCode.UNKNOWN_MODEL, f"no model {model!r}; this service has {sorted(models)}")
-    return models[model]
+    """The model with this id: this host's, else one a worker published; a 422 listing them if none."""
+    found = current_app.extensions["models"].get(model) or published(current_app.extensions["redis"], model).get(model)
+    if found is None:
+        fail(ErrorCode.UNKNOWN_MODEL, f"no model {model!r}; this service has {sorted(all_models())}")
+    return found
 
 
 def route(pinned: str | None) -> tuple[ModelEntry, str | None]:
@@ -88,7 +94,7 @@ def split_document(split: Split | None) -> dict | None:
 def list_models():
     redis, now = current_app.extensions["redis"], current()
     serving = workers.serving(redis)
-    models = [describe(m, now, redis, serving) for m in current_app.extensions["models"].values()]
+    models = [describe(m, now, redis, serving) for _, m in sorted(all_models().items())]
     return {"routing": routing_document(now), "models": models}
 
 

@@ -25,7 +25,7 @@ from redis.retry import Retry
 from common import workers
 from common.jobs import JobStore
 from common.queue import DEFAULT_MODEL, enqueue, queue_for
-from common.registry import ModelEntry, model_id, served_models
+from common.registry import ModelEntry, model_id, publish, served_models
 from common.settings import Settings
 from worker.inference import Classifier, default_threads
 
@@ -57,7 +57,7 @@ class Runtime:
     """One pool process's connection, job store and model session, and its background threads."""
 
     def __init__(self, app: Celery, settings: Settings, models: list[ModelEntry]):
-        self.app, self.settings = app, settings
+        self.app, self.settings, self.models = app, settings, models
         # A Redis restart must make tasks wait, not fail their images: retry for about 4 minutes.
         self.redis = Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=5, base=0.1), 60),
                                     retry_on_error=[RedisConnectionError, RedisTimeoutError])
@@ -72,10 +72,14 @@ class Runtime:
 
     def start(self, stop: threading.Event) -> "Runtime":
         """The heartbeat that says this process serves, and the sweeper; both end with `stop`."""
-        me = worker_id()
-        keep_doing(lambda: workers.announce(self.redis, me, self.classifier.identity, list(self.classifiers)), stop)
+        keep_doing(self.announce, stop)
         keep_doing(self.queue_due, stop)
         return self
+
+    def announce(self) -> None:
+        """The heartbeat: this process serves these models, whose cards every web process may read."""
+        workers.announce(self.redis, worker_id(), self.classifier.identity, list(self.classifiers))
+        publish(self.redis, self.models)
 
     def queue_due(self) -> None:
         """Queues the pending chunks nobody queued (their web process died) or whose task was lost;
