@@ -154,7 +154,8 @@ def test_a_shadow_model_counts_agreement_unseen_by_clients(web):
         shadow = {m["id"]: m for m in web.get("/api/v1/models").get_json()["models"]}[FP32]["shadow"]
         return shadow if shadow["compared"] == 6 else None
     shadow = wait_for(stats, 60, "the shadow model to compare 6 images")
-    assert shadow["share"] == 100 and 0 <= shadow["agreed"] <= 6
+    # The two models agree on nearly every valid photo; a disagreement would be a counted fact, not an error.
+    assert shadow["share"] == 100 and 5 <= shadow["agreed"] <= 6
     assert shadow["agreement"] == round(shadow["agreed"] / 6, 4)
     assert patch(web, {"shadow": None}).status_code == 200
 
@@ -232,3 +233,16 @@ def test_a_model_only_a_worker_has_can_be_routed_to(stack, tmp_path):
     assert model_of(finished(client, submit(client, 1, query=f"?model={FP32}"))) == FP32
     assert patch(client, {"canary": {"model": FP32, "share": 50}}).status_code == 200
     Redis.from_url(stack.redis_url).delete("models:routing")
+
+
+def test_one_worker_can_serve_both_models(fresh_settings, tmp_path):
+    settings = fresh_settings(api_key=KEY["X-API-Key"], worker_models=f"{FP32},{INT8}")
+    worker = Worker(settings, tmp_path / "both.log").start()
+    try:
+        client = create_app(settings).test_client()
+        listed = {m["id"]: m["workers"] for m in client.get("/api/v1/models").get_json()["models"]}
+        assert listed == {INT8: 1, FP32: 1}
+        for model in (INT8, FP32):
+            assert model_of(finished(client, submit(client, 2, query=f"?model={model}"))) == model
+    finally:
+        worker.stop()

@@ -2,8 +2,6 @@
 job's own results, how many top-1 answers agree (common/shadow.py). Plain logic, no broker."""
 from __future__ import annotations
 
-from redis import Redis
-
 from common import shadow
 from common.jobs import DONE, QUEUED, RUNNING, JobStore
 from common.preprocess import ImageError
@@ -19,19 +17,17 @@ def shadow_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: 
     job = store.get(job_id)
     if job is not None and any(job.images[i]["status"] in (QUEUED, RUNNING) for i in indices):
         return False
-    redis: Redis = store.redis
+    primary = {i: job.images[i]["top3"][0]["label"] for i in indices if job and job.images[i]["status"] == DONE}
     keys = [shadow.image_key(job_id, i) for i in indices]
-    copies = redis.mget(keys)
-    redis.delete(*keys)
-    primary = {i: job.images[i] for i in indices if job and job.images[i]["status"] == DONE}
+    copies = dict(zip(indices, store.redis.mget(keys)))
+    store.redis.delete(*keys)
     inputs = {}
-    for index, data in zip(indices, copies):
-        if index in primary and data is not None:
-            try:
-                inputs[index] = _prepare(data, classifier, max_pixels, max_decode_mb)
-            except ImageError:
-                pass
-    answers = {i: r for i, r in _predict(classifier, inputs, job_id).items() if r["status"] == DONE}
-    agreed = sum(answers[i]["top3"][0]["label"] == primary[i]["top3"][0]["label"] for i in answers)
-    shadow.record(redis, model_id(classifier.card), len(answers), agreed)
+    for index in primary:
+        try:
+            inputs[index] = _prepare(copies[index], classifier, max_pixels, max_decode_mb)
+        except ImageError:  # gone (expired), or the decoder refused it: nothing to compare
+            pass
+    answers = {i: r["top3"][0]["label"] for i, r in _predict(classifier, inputs, job_id).items() if r["status"] == DONE}
+    shadow.record(store.redis, model_id(classifier.card), len(answers),
+                  sum(label == primary[i] for i, label in answers.items()))
     return True
