@@ -2,8 +2,8 @@
 
 One job is a Redis hash `job:<id>`: field `meta` (JSON: created_at, total, filenames), one field per
 image index (JSON: status, top3, error), `final` (how many images have a final status), `model` (the
-model the job was routed to, then the one that classified it) and `finished_at`. Each accepted
-image's bytes wait under `job:<id>:image:<i>` until a worker is done with it. Everything expires `ttl` seconds after it was
+model routed to, then the one that classified it) and `finished_at`. Each accepted image's bytes wait under
+`job:<id>:image:<i>` until a worker is done with it. Everything expires `ttl` seconds after it was
 last written. When the last image becomes final, a message on `job:<id>:done` wakes the clients
 that long-poll. The chunks of a job that wait for a worker are the scheduler's (common/chunks.py).
 """

@@ -203,7 +203,8 @@ def test_the_command_line_runs_a_rollout(stack, tmp_path):
     for url in serve(create_app(stack)):
         def run(*args, key: str = KEY["X-API-Key"]):  # `python -m sportclf`: this checkout's client
             return subprocess.run([sys.executable, "-m", "sportclf", "models", *args, "--server", url], cwd=REPO,
-                                  env=os.environ | {"SPORTCLF_API_KEY": key}, capture_output=True, text=True, timeout=60)
+                                  env=os.environ | {"SPORTCLF_API_KEY": key}, capture_output=True, text=True,
+                                  timeout=60)
 
         refused = run("canary", FP32, "10", key="wrong")
         assert refused.returncode == 2 and "X-API-Key" in refused.stderr
@@ -212,7 +213,8 @@ def test_the_command_line_runs_a_rollout(stack, tmp_path):
         assert listed[0] == f"active {INT8}, canary {FP32} 10% (from redis)"
         assert any(line.startswith(FP32) and "10% of jobs  1 worker(s)" in line for line in listed[1:]), listed
         assert run("promote").stdout.strip() == f"active {FP32} (from redis)"
-        assert run("canary", INT8, "5").returncode == 0 and run("rollback").stdout.strip() == f"active {FP32} (from redis)"
+        assert run("canary", INT8, "5").returncode == 0
+        assert run("rollback").stdout.strip() == f"active {FP32} (from redis)"
         assert run("promote", INT8).stdout.strip() == f"active {INT8} (from redis)"
         assert run("shadow", FP32, "5").stdout.strip() == f"active {INT8}, shadow {FP32} 5% (from redis)"
         assert "agrees on 0 of 0" in run("list").stdout
@@ -229,7 +231,8 @@ def test_a_model_only_a_worker_has_can_be_routed_to(stack, tmp_path):
     client = create_app(settings).test_client()
     Redis.from_url(stack.redis_url).delete("models:routing")
     listed = {m["id"]: m for m in client.get("/api/v1/models").get_json()["models"]}
-    assert listed[FP32]["workers"] == 1 and listed[FP32]["accuracy"] == registry(Settings())[FP32].card["metrics"]["valid"]
+    assert listed[FP32]["workers"] == 1
+    assert listed[FP32]["accuracy"] == registry(Settings())[FP32].card["metrics"]["valid"]
     assert model_of(finished(client, submit(client, 1, query=f"?model={FP32}"))) == FP32
     assert patch(client, {"canary": {"model": FP32, "share": 50}}).status_code == 200
     Redis.from_url(stack.redis_url).delete("models:routing")

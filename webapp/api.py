@@ -112,7 +112,8 @@ def get_limits():
 @bp.get("/model")
 @bp.output(schemas.ModelOut, example=examples.MODEL_INFO)
 @bp.doc(summary="The model that takes this deployment's jobs (the active one), and how often it is right",
-        description="Every model, with its share of jobs: `GET /api/v1/models`.", responses=errors(ErrorCode.UNAVAILABLE))
+        description="Every model, with its share of jobs: `GET /api/v1/models`.",
+        responses=errors(ErrorCode.UNAVAILABLE))
 def get_model():
     card = known(current().active).card
     metrics = card.get("metrics", {})
