@@ -60,3 +60,9 @@ def agreement(redis: Redis, shadow: str) -> dict:
     counts = redis.hgetall(PREFIX + shadow)
     compared, agreed = int(counts.get(b"compared", 0)), int(counts.get(b"agreed", 0))
     return {"compared": compared, "agreed": agreed, "agreement": round(agreed / compared, 4) if compared else None}
+
+
+def agreements(redis: Redis) -> dict[str, dict]:
+    """`agreement` for every model that has been a shadow since its counts were last reset, by id."""
+    keys = sorted(key.decode() for key in redis.scan_iter(match=PREFIX + "*", count=1000))
+    return {key.removeprefix(PREFIX): agreement(redis, key.removeprefix(PREFIX)) for key in keys}

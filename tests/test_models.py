@@ -19,6 +19,7 @@ from common.jobs import JobStore
 from common.queue import DEFAULT_MODEL, queue_for
 from common.registry import entry, registry, served_models
 from common.routing import Routing, Split
+from common.shadow import agreements
 from common.settings import REPO, Settings
 from harness import RedisServer, Worker, serve, valid_images, wait_for
 from webapp import create_app
@@ -145,7 +146,7 @@ def test_routing_changes_need_the_api_key(web, stack):
     assert web.get("/api/v1/models").get_json()["routing"]["active"] == INT8
 
 
-def test_a_shadow_model_counts_agreement_unseen_by_clients(web):
+def test_a_shadow_model_counts_agreement_unseen_by_clients(web, stack):
     assert patch(web, {"shadow": {"model": FP32, "share": 100}}).status_code == 200
     jobs = [finished(web, submit(web, 3, start=3 * i)) for i in range(2)]
     assert {model_of(job) for job in jobs} == {INT8}  # clients see only the job's own model
@@ -157,6 +158,8 @@ def test_a_shadow_model_counts_agreement_unseen_by_clients(web):
     # The two models agree on nearly every valid photo; a disagreement would be a counted fact, not an error.
     assert shadow["share"] == 100 and 5 <= shadow["agreed"] <= 6
     assert shadow["agreement"] == round(shadow["agreed"] / 6, 4)
+    counts = {key: shadow[key] for key in ("compared", "agreed", "agreement")}
+    assert agreements(Redis.from_url(stack.redis_url)) == {FP32: counts}  # what the metrics endpoint reads
     assert patch(web, {"shadow": None}).status_code == 200
 
 
