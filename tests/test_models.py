@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from common import workers
 from common.jobs import JobStore
 from common.queue import DEFAULT_MODEL, queue_for
 from common.registry import entry, registry, served_models
@@ -34,10 +35,10 @@ def stack(tmp_path_factory):
     redis = RedisServer(tmp_path_factory.mktemp("models-redis")).start()
     settings = Settings.from_env(redis_url=redis.url, worker_processes=1, api_key=KEY["X-API-Key"])
     logs = tmp_path_factory.mktemp("models-logs")
-    workers = [Worker(dataclasses.replace(settings, worker_models=model), logs / f"{model}.log").start()
+    started = [Worker(dataclasses.replace(settings, worker_models=model), logs / f"{model}.log").start()
                for model in (INT8, FP32)]
     yield settings
-    for worker in workers:
+    for worker in started:
         worker.stop()
     redis.stop()
 
@@ -250,5 +251,18 @@ def test_one_worker_can_serve_both_models(fresh_settings, tmp_path):
         assert listed == {INT8: 1, FP32: 1}
         for model in (INT8, FP32):
             assert model_of(finished(client, submit(client, 2, query=f"?model={model}"))) == model
+    finally:
+        worker.stop()
+
+
+def test_a_worker_told_to_serve_an_unknown_model_says_so_in_ready(fresh_settings, tmp_path):
+    settings = fresh_settings(worker_models="nope@1")
+    worker = Worker(settings, tmp_path / "unknown.log").start(wait_ready=False)
+    try:
+        redis = Redis.from_url(settings.redis_url)
+        wait_for(lambda: workers.worker_problems(redis), 60, "the worker to report its problem")
+        ready = create_app(dataclasses.replace(settings, worker_models="")).test_client().get("/ready")
+        assert ready.status_code == 503
+        assert "models not found" in " ".join(ready.get_json()["problems"])
     finally:
         worker.stop()
