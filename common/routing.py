@@ -13,6 +13,7 @@ take them. The shadow's sample is drawn at random (it must not line up with the 
 """
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from common.settings import Settings
 
 KEY = "models:routing"
 COUNTER = "models:jobs_routed"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,17 @@ def for_new_job(redis: Redis, initial: Routing) -> tuple[Routing, int]:
 
 
 def parse(hash_fields: dict[bytes, bytes], initial: Routing) -> Routing:
+    """The stored routing; `initial` if there is none, or if a hand edit of the hash broke it
+    (jobs keep flowing by the settings rather than every submission failing)."""
     stored = {k.decode(): v.decode() for k, v in hash_fields.items()}
     if not stored.get("active"):
         return initial
-    return Routing(stored["active"], Split.parse(stored.get("canary", ""), "canary"),
-                   Split.parse(stored.get("shadow", ""), "shadow"), source="redis")
+    try:
+        return Routing(stored["active"], Split.parse(stored.get("canary", ""), "canary"),
+                       Split.parse(stored.get("shadow", ""), "shadow"), source="redis")
+    except ValueError as exc:
+        log.error("%s in Redis is not a routing (%s): routing by the settings", KEY, exc)
+        return initial
 
 
 def save(redis: Redis, routing: Routing) -> Routing:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from common import workers
+from common import routing, workers
 from common.jobs import JobStore
 from common.queue import DEFAULT_MODEL, queue_for
 from common.registry import entry, registry, served_models
@@ -95,6 +95,14 @@ def test_routing_weights_jobs_and_parses_its_settings():
     for bad in (FP32, f"{FP32}:lots", f"{FP32}:101", ":5"):
         with pytest.raises(ValueError, match="MODEL_CANARY"):
             Split.parse(bad, "MODEL_CANARY")
+
+
+def test_a_broken_routing_in_redis_falls_back_to_the_settings(fresh_settings):
+    redis = Redis.from_url(fresh_settings().redis_url)
+    redis.hset("models:routing", mapping={"active": FP32, "canary": "half"})
+    assert routing.load(redis, Routing(INT8)) == Routing(INT8)
+    redis.hset("models:routing", "canary", f"{FP32}:5")
+    assert routing.load(redis, Routing(INT8)) == Routing(FP32, canary=Split(FP32, 5), source="redis")
 
 
 def test_settings_naming_an_unknown_model_stop_the_web_app(stack):
