@@ -74,7 +74,7 @@ def patch(client, body: dict, headers: dict = KEY):
 
 def test_the_registry_names_each_model_by_its_card():
     settings = Settings()
-    assert set(registry(settings)) == {INT8, FP32}
+    assert {INT8, FP32} <= set(registry(settings))  # models/ may hold more
     assert entry(settings.model_path).id == DEFAULT_MODEL  # the shipped model keeps Celery's default queue
     assert queue_for(DEFAULT_MODEL) == "celery" and queue_for(FP32) != "celery"
     assert [m.id for m in served_models(dataclasses.replace(settings, worker_models=f"{FP32},{INT8}"))] == [FP32, INT8]
@@ -83,10 +83,10 @@ def test_the_registry_names_each_model_by_its_card():
 
 
 def test_routing_weights_jobs_and_parses_its_settings():
-    routing = Routing(INT8, canary=Split(FP32, 10))
-    assert routing.shares() == {INT8: 90.0, FP32: 10.0}
+    ten_percent = Routing(INT8, canary=Split(FP32, 10))
+    assert ten_percent.shares() == {INT8: 90.0, FP32: 10.0}
     for first in (1, 7, 1234):  # any run of 10 jobs: exactly 1 to the canary
-        assert Counter(routing.choose(n) for n in range(first, first + 10))[FP32] == 1
+        assert Counter(ten_percent.choose(n) for n in range(first, first + 10))[FP32] == 1
     assert Counter(Routing(INT8, canary=Split(FP32, 2.5)).choose(n) for n in range(1, 201))[FP32] == 5
     rng = random.Random(0)
     shadowed = Counter(Routing(INT8, shadow=Split(FP32, 5)).shadow_for(INT8, rng) for _ in range(10_000))
@@ -113,8 +113,8 @@ def test_settings_naming_an_unknown_model_stop_the_web_app(stack):
 def test_models_lists_both_with_their_figures_and_workers(web):
     body = web.get("/api/v1/models").get_json()
     assert body["routing"] == {"active": INT8, "canary": None, "shadow": None, "source": "settings"}
-    models = {m["id"]: m for m in body["models"]}
-    assert set(models) == {INT8, FP32}
+    models = {m["id"]: m for m in body["models"] if m["id"] in (INT8, FP32)}
+    assert len(models) == 2
     for model_id, model in models.items():
         card = registry(Settings())[model_id].card
         assert model["accuracy"] == card["metrics"]["valid"]
@@ -256,7 +256,7 @@ def test_one_worker_can_serve_both_models(fresh_settings, tmp_path):
     try:
         client = create_app(settings).test_client()
         listed = {m["id"]: m["workers"] for m in client.get("/api/v1/models").get_json()["models"]}
-        assert listed == {INT8: 1, FP32: 1}
+        assert (listed[INT8], listed[FP32]) == (1, 1)
         for model in (INT8, FP32):
             assert model_of(finished(client, submit(client, 2, query=f"?model={model}"))) == model
     finally:
