@@ -48,6 +48,9 @@ class ErrorCode(StrEnum):
     INVALID_CALLBACK_URL = "invalid_callback_url", 422, ("`callback_url` is not an http(s) URL, does not resolve, "
                                                          "or resolves to a private or loopback address")
     WEBHOOKS_DISABLED = "webhooks_disabled", 422, "a `callback_url` was sent, but this service has no WEBHOOK_SECRET"
+    UNKNOWN_MODEL = "unknown_model", 422, ("`?model=`, or a routing change, names a model id (name@version) the "
+                                           "service does not have; the message lists those it has")
+    ROUTING_LOCKED = "routing_locked", 403, "changing the model routing needs `API_KEY` set on the service"
     TOO_MANY_REQUESTS = "too_many_requests", 429, "this client sent more submissions than `RATE_LIMIT` allows"
     TOO_MANY_LONG_POLLS = "too_many_long_polls", 429, ("this client already holds `MAX_LONG_POLLS_PER_CLIENT` long polls "
                                                        "(`?wait=` or `/predict`); try again after Retry-After seconds")

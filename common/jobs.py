@@ -2,7 +2,7 @@
 
 One job is a Redis hash `job:<id>`: field `meta` (JSON: created_at, total, filenames), one field per
 image index (JSON: status, top3, error), `final` (how many images have a final status), `model` (the
-model that classified them) and `finished_at`. Each accepted image's bytes wait under
+model routed to, then the one that classified it) and `finished_at`. Each accepted image's bytes wait under
 `job:<id>:image:<i>` until a worker is done with it. Everything expires `ttl` seconds after it was
 last written. When the last image becomes final, a message on `job:<id>:done` wakes the clients
 that long-poll. The chunks of a job that wait for a worker are the scheduler's (common/chunks.py).
@@ -159,13 +159,17 @@ class JobStore:
         return f"{self.key(job_id)}:done"
 
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
-               chunks: list[list[int]] = (), callback_url: str | None = None, pipe: Pipeline | None = None) -> None:
+               chunks: list[list[int]] = (), model: dict | None = None, callback_url: str | None = None,
+               pipe: Pipeline | None = None) -> None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
-        `chunks` are pending until their results are written (see common/chunks.py). `pipe`: a
+        `chunks` are pending until their results are written (see common/chunks.py); `model`, the
+        model routed to, keeps the job's chunks on that model's queue (see `model_of`). `pipe`: a
         transaction of the caller's to add the job to (it may WATCH keys or hold writes of its own)."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
+        if model:
+            fields["model"] = json.dumps(model)
         for index in range(total):
             fields[str(index)] = json.dumps(failures.get(index, {"status": QUEUED}))
         if len(failures) == total:
@@ -187,6 +191,12 @@ class JobStore:
             pipe.hset(self.key(job_id), "callback", json.dumps(new_callback(url)))
             if closed:
                 pipe.zadd(PENDING_CALLBACKS, {job_id: 0})
+
+    def model_of(self, job_id: str) -> dict | None:
+        """The model the job was routed to (or that classified it); None for a job from before
+        routing, or gone."""
+        model = self.redis.hget(self.key(job_id), "model")
+        return json.loads(model) if model else None
 
     def mark_running(self, job_id: str, indices: list[int]) -> Started | None:
         """Starts a chunk (see _MARK_RUNNING); None if the job expired."""

@@ -14,6 +14,10 @@ from common.webhooks import WEBHOOK_QUEUE, WEBHOOK_TASK
 
 CLASSIFY_TASK = "worker.classify_images"
 CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
+SHADOW_TASK = "worker.shadow_images"
+# The shipped model keeps Celery's default queue, so a deployment of one model (its compose health
+# checks, its tools) sees no change; tests/test_models.py checks this is MODEL_PATH's default.
+DEFAULT_MODEL = "sports100-lite0-int8@1.0.0"
 log = logging.getLogger(__name__)
 
 
@@ -49,14 +53,21 @@ def make_celery(settings: Settings) -> Celery:
     return celery
 
 
-def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]) -> list[list[int]]:
-    """Sends one task per pending chunk and marks the sent ones dispatched. Returns the chunks the
-    broker refused (from the first refusal on): they stay pending, for the caller to fail or to
-    leave for a worker to queue once due."""
+def queue_for(model: str) -> str:
+    """The Celery queue of a model's chunks (a model id, name@version): workers that serve the
+    model consume it, so a job's chunks reach only a worker with its model loaded."""
+    return CELERY_QUEUE if model == DEFAULT_MODEL else f"{CELERY_QUEUE}.{model}"
+
+
+def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]],
+            model: str = DEFAULT_MODEL) -> list[list[int]]:
+    """Sends one task per pending chunk to `model`'s queue and marks the sent ones dispatched.
+    Returns the chunks the broker refused (from the first refusal on): they stay pending, for the
+    caller to fail or to leave for a worker to queue once due."""
     sent = 0
     for chunk in chunks:
         try:
-            celery.send_task(CLASSIFY_TASK, args=[job_id, chunk])
+            celery.send_task(CLASSIFY_TASK, args=[job_id, chunk], kwargs={"model": model}, queue=queue_for(model))
         except Exception:  # OperationalError mostly, but kombu has raised others mid-failure (issue 13)
             log.warning("job %s: the broker refused chunks %s", job_id, chunks[sent:], exc_info=True)
             break

@@ -50,6 +50,15 @@ class Settings:
     # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
     model_path: str = setting(str(REPO / "models" / "sports100-lite0-int8.onnx"),
                               "the ONNX model; its card is the same path with .json")
+    models_dir: str = setting("", "the model registry: every ONNX file here with its card is a model, named "
+                              "name@version by its card; empty: the folder of MODEL_PATH")
+    # The routing's starting point: once an operator changes it, Redis holds it (README "Models").
+    model_active: str = setting("", "name@version of the model that takes the jobs; empty: MODEL_PATH's")
+    model_canary: str = setting("", "name@version:percent: a candidate model that takes this share of jobs")
+    model_shadow: str = setting("", "name@version:percent: a model that also classifies this share of jobs, "
+                                "only to count how often it agrees (clients never see its answers)")
+    worker_models: str = setting("", "comma-separated name@version of the models a worker serves, from the "
+                                 "registry; empty: the model at MODEL_PATH")
     host: str = setting("127.0.0.1", "the address the web app listens on; 0.0.0.0 opens it to other hosts")
     port: int = setting(8000, "the web app's port")
     web_processes: int = setting(0, "gunicorn processes; 0: min(4, cores)")

@@ -11,8 +11,10 @@ TTL_S = 30
 PROBLEM_PREFIX = "worker:problem:"
 
 
-def announce(redis: Redis, worker_id: str, model: dict) -> None:
-    redis.set(PREFIX + worker_id, json.dumps({"worker": worker_id, "model": model}), ex=TTL_S)
+def announce(redis: Redis, worker_id: str, model: dict, models: list[str] = ()) -> None:
+    """`model`: the first model it serves; `models`: the ids (name@version) of all it serves."""
+    record = {"worker": worker_id, "model": model, "models": list(models)}
+    redis.set(PREFIX + worker_id, json.dumps(record), ex=TTL_S)
     redis.delete(PROBLEM_PREFIX + worker_id)
 
 
@@ -36,3 +38,12 @@ def ready_workers(redis: Redis) -> list[dict]:
 
 def worker_problems(redis: Redis) -> list[dict]:
     return _read(redis, PROBLEM_PREFIX)
+
+
+def serving(redis: Redis) -> dict[str, int]:
+    """How many worker processes serve each model id, from their heartbeats."""
+    counts: dict[str, int] = {}
+    for worker in ready_workers(redis):
+        for model in worker.get("models") or [f"{worker['model']['name']}@{worker['model']['version']}"]:
+            counts[model] = counts.get(model, 0) + 1
+    return counts

@@ -152,5 +152,89 @@ def health(server: str, api_key: str | None) -> None:
     click.get_current_context().exit(1)
 
 
+@cli.group(short_help="List the models; canary, promote, roll back, shadow.")
+def models() -> None:
+    """The service's models and which take the jobs. Changes need the service's API key
+    (--api-key or SPORTCLF_API_KEY) and apply at once, with no restart.
+
+    \b
+    A rollout:
+      sportclf models canary sports100-lite0@1.0.0 10   # 10% of jobs to the candidate
+      sportclf models list                              # shares, workers, accuracy, agreement
+      sportclf models promote                           # the canary takes every job
+      sportclf models rollback                          # or: the canary takes none
+    """
+
+
+@models.command("list")
+@service_options
+def list_models(server: str, api_key: str | None) -> None:
+    """Each model: its share of jobs, its workers, its card's accuracy, a shadow's agreement."""
+    body = Client(server, api_key).models()
+    click.echo(routing_line(body["routing"]))
+    for model in body["models"]:
+        click.echo(model_line(model))
+
+
+def routing_line(routing: dict) -> str:
+    extra = [f"{name} {split['model']} {split['share']:g}%" for name in ("canary", "shadow")
+             if (split := routing.get(name))]
+    return f"active {routing['active']}" + "".join(f", {part}" for part in extra) + f" (from {routing['source']})"
+
+
+def top1(figures: dict | None) -> str:
+    return f"{figures['top1']:.1%}" if figures else "-"
+
+
+def model_line(model: dict) -> str:
+    line = (f"{model['id']:<32} {model['share']:>5g}% of jobs  {model['workers']} worker(s)  "
+            f"top-1 valid {top1(model['accuracy'])}, real-world {top1(model['real_world_accuracy'])}")
+    if shadow := model.get("shadow"):
+        agreement = "-" if shadow["agreement"] is None else f"{shadow['agreement']:.1%}"
+        line += f"  shadow {shadow['share']:g}%: agrees on {shadow['agreed']} of {shadow['compared']} ({agreement})"
+    return line
+
+
+@models.command()
+@click.argument("model_id", metavar="NAME@VERSION")
+@click.argument("percent", type=click.FloatRange(0, 100))
+@service_options
+def canary(model_id: str, percent: float, server: str, api_key: str | None) -> None:
+    """Send PERCENT of jobs to NAME@VERSION, the rest to the active model."""
+    change(server, api_key, {"canary": {"model": model_id, "share": percent}})
+
+
+@models.command()
+@click.argument("model_id", metavar="[NAME@VERSION]", required=False)
+@service_options
+def promote(model_id: str | None, server: str, api_key: str | None) -> None:
+    """Make NAME@VERSION (default: the canary) the active model, taking every job."""
+    client = Client(server, api_key)
+    canary_now = client.models()["routing"]["canary"]
+    if not (model_id or canary_now):
+        raise click.UsageError("no canary to promote: name the model")
+    change(server, api_key, {"active": model_id or canary_now["model"], "canary": None}, client)
+
+
+@models.command()
+@service_options
+def rollback(server: str, api_key: str | None) -> None:
+    """Stop the canary: the active model takes every job again."""
+    change(server, api_key, {"canary": None})
+
+
+@models.command()
+@click.argument("model_id", metavar="NAME@VERSION")
+@click.argument("percent", type=click.FloatRange(0, 100))
+@service_options
+def shadow(model_id: str, percent: float, server: str, api_key: str | None) -> None:
+    """Also classify PERCENT of jobs with NAME@VERSION, unseen by clients, counting agreement (0: stop)."""
+    change(server, api_key, {"shadow": {"model": model_id, "share": percent} if percent else None})
+
+
+def change(server: str, api_key: str | None, changes: dict, client: Client | None = None) -> None:
+    click.echo(routing_line((client or Client(server, api_key)).change_routing(changes)))
+
+
 def main() -> None:
     cli(prog_name="sportclf")

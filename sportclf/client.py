@@ -57,6 +57,21 @@ class Client:
         """The service's readiness: status ("ready" or "not_ready"), redis, workers, model, problems."""
         return self._get_json("/ready", also_ok=(503,))
 
+    def models(self) -> dict:
+        """The routing in force and every model the service has: share of jobs, workers, figures."""
+        return self._get_json("/api/v1/models")
+
+    def change_routing(self, changes: dict) -> dict:
+        """Changes which models take the jobs (needs the API key); `changes` as PATCH
+        /api/v1/models/routing takes them. The routing as it then stands."""
+        try:
+            response = self.session.patch(self.url + "/api/v1/models/routing", json=changes, timeout=30)
+        except requests.RequestException as exc:
+            raise ServiceError(f"cannot reach the service at {self.url}: {reason(exc)}") from None
+        if not response.ok:
+            raise ServiceError(f"the routing was not changed: {error_message(response)}")
+        return response.json()
+
     def classify(self, paths: Iterable[str | Path]) -> Iterator[Result]:
         """Results for the images in `paths` (files, folders searched for images, glob patterns), in
         order, as their jobs finish. Checks the paths (FileNotFoundError) and the service

@@ -13,7 +13,7 @@ from common.model_card import load_card
 from common.queue import make_celery
 from common.settings import REPO, Settings
 from common.webhooks import Callbacks
-from webapp import api, errors, guards, legacy, openapi, pages, status
+from webapp import api, errors, guards, legacy, models, openapi, pages, status
 
 API_VERSION = "1.0.0"
 
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     configure(app, settings)
     connect_services(app, settings)
     guards.init_app(app)
+    models.init_app(app)
     register_blueprints(app)
     errors.register(app)
     openapi.register(app, settings)
@@ -59,5 +60,5 @@ def connect_services(app: APIFlask, settings: Settings) -> None:
 
 
 def register_blueprints(app: APIFlask) -> None:
-    for module in (api, legacy, status, pages):
+    for module in (api, models, legacy, status, pages):
         app.register_blueprint(module.bp)

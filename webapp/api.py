@@ -14,6 +14,7 @@ from common.model_card import model_identity
 from webapp import examples, idempotency, schemas
 from webapp.errors import fail
 from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
+from webapp.models import current, known
 from webapp.openapi import errors
 from webapp.uploads import SUBMIT_ERRORS, UPLOAD_ERRORS, read_upload, submit
 
@@ -50,13 +51,14 @@ def found(job: Job | None, job_id: str) -> dict:
 @submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.UploadIn, location="files", validation=False, examples=examples.UPLOAD)
 @bp.input(schemas.IdempotencyHeader, location="headers", validation=False)  # checked in idempotency.py: 400
+@bp.input(schemas.ModelQuery, location="query")
 @bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)",
            example=examples.JOB_ACCEPTED, headers=schemas.AcceptedHeaders)
 @bp.doc(summary="Submit images for classification",
         description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`. Optional: a `callback_url` "
         "part (a webhook once the job is done) and an `Idempotency-Key` header (a retry gets the first job).",
-        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, *SUBMIT_ERRORS))
-def create_job(files_data, headers_data):
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, *SUBMIT_ERRORS, ErrorCode.UNKNOWN_MODEL))
+def create_job(files_data, headers_data, query_data):
     key = idempotency.key_from_request()
     job = read_upload(current_app.extensions["settings"].max_images_per_job, callback=True)
     first = submit(job, key)
@@ -113,9 +115,11 @@ def get_limits():
 
 @bp.get("/model")
 @bp.output(schemas.ModelOut, example=examples.MODEL_INFO)
-@bp.doc(summary="The model this deployment serves, and how often it is right")
+@bp.doc(summary="The model that takes this deployment's jobs (the active one), and how often it is right",
+        description="Every model, with its share of jobs: `GET /api/v1/models`.",
+        responses=errors(ErrorCode.UNAVAILABLE))
 def get_model():
-    card = current_app.extensions["model_card"]
+    card = known(current().active).card
     metrics = card.get("metrics", {})
     return model_identity(card) | {"architecture": card.get("architecture"), "precision": card.get("precision"),
                                    "accuracy": metrics.get("valid"), "real_world_accuracy": metrics.get("wild-dev")}

@@ -18,7 +18,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from common.error_codes import ErrorCode
-from common.queue import CELERY_QUEUE
+from common.queue import queue_for
 from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
@@ -41,7 +41,20 @@ def _check_api_key() -> None:
     expected = current_app.extensions["settings"].api_key
     given = request.headers.get(API_KEY_HEADER, "")
     if expected and not hmac.compare_digest(given.encode(), expected.encode()):
-        fail(ErrorCode.UNAUTHORIZED, f"a valid {API_KEY_HEADER} header is required to submit images")
+        fail(ErrorCode.UNAUTHORIZED, f"a valid {API_KEY_HEADER} header is required for this request")
+
+
+def admin(view):
+    """For operators' changes, before the body is read: they need the key, and with none
+    configured they are refused rather than open to anyone."""
+    @wraps(view)
+    def guarded(*args, **kwargs):
+        if not current_app.extensions["settings"].api_key:
+            fail(ErrorCode.ROUTING_LOCKED, "set API_KEY on the service, and send it as "
+                 f"{API_KEY_HEADER}, to change the model routing")
+        _check_api_key()
+        return view(*args, **kwargs)
+    return guarded
 
 
 def _check_rate() -> None:
@@ -58,7 +71,10 @@ def _check_rate() -> None:
 def _check_backlog() -> None:
     """Queued work is bounded twice: by batches waiting, and by the memory their images take."""
     settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
-    depth = redis.llen(CELERY_QUEUE)
+    with redis.pipeline(transaction=False) as pipe:  # every model's queue: one backlog, one limit
+        for model in current_app.extensions["models"]:
+            pipe.llen(queue_for(model))
+        depth = sum(pipe.execute())
     used, limit = _redis_memory()
     if depth >= settings.max_queue_depth or used >= limit:
         message = f"the service is busy ({depth} batches, {used / 2**20:.0f} MB waiting); try again shortly"

@@ -28,11 +28,12 @@ def percent(confidence: float) -> float:
 @bp.post("/predict")
 @submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.PredictIn, location="files", validation=False, examples=examples.PREDICT_UPLOAD)
+@bp.input(schemas.ModelQuery, location="query")
 @bp.output(schemas.PredictOut, example=examples.PREDICTION)
 @bp.doc(summary="Classify one image and wait for the answer", description=f"`{examples.PREDICT_CURL}`",
         responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.JOB_LOST,
-                         ErrorCode.JOB_CANCELLED, ErrorCode.TIMEOUT, *IMAGE_FAILURES))
-def predict(files_data):
+                         ErrorCode.JOB_CANCELLED, ErrorCode.TIMEOUT, ErrorCode.UNKNOWN_MODEL, *IMAGE_FAILURES))
+def predict(files_data, query_data):
     settings = current_app.extensions["settings"]
     with long_poll_slot(settings.predict_timeout_s):  # it waits as a long poll does, so it counts as one
         job = read_upload(max_files=1)

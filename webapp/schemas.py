@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from apiflask import Schema
 from apiflask.fields import Boolean, Dict, File, Float, Integer, List, Nested, String
-from apiflask.validators import Length, OneOf
+from apiflask.validators import Length, OneOf, Range
 
 from common.error_codes import ErrorCode
 from common.jobs import IMAGE_STATUSES, JOB_STATUSES, QUEUED
@@ -129,6 +129,55 @@ class JobOut(Schema):
     results = List(Nested(ImageResult), required=True)
 
 
+class ModelQuery(Schema):
+    model = String(metadata={"example": examples.MODEL_ID, "description": "name@version: this job goes to this "
+                             "model, whatever the routing (GET /api/v1/models lists them); unknown: 422 unknown_model"})
+
+
+class Split(Schema):
+    model = String(required=True, metadata={"description": "a model id, name@version", "example": examples.MODEL_ID})
+    share = Float(required=True, validate=Range(0, 100), metadata={"description": "percent of jobs"})
+
+
+class RoutingIn(Schema):
+    active = String(metadata={"description": "the model that takes the jobs the canary does not"})
+    canary = Nested(Split, allow_none=True, metadata={"description": "a model taking `share` percent of jobs; "
+                                                                     "null: none (a roll-back)"})
+    shadow = Nested(Split, allow_none=True, metadata={"description": "a model that also classifies `share` percent "
+                                                                     "of jobs, unseen by clients; null: none"})
+
+
+class RoutingOut(Schema):
+    active = String(required=True)
+    canary = Nested(Split, allow_none=True, required=True)
+    shadow = Nested(Split, allow_none=True, required=True)
+    source = String(required=True, validate=OneOf(["settings", "redis"]), metadata={
+        "description": "settings: MODEL_ACTIVE/MODEL_CANARY/MODEL_SHADOW; redis: as last changed by an operator"})
+
+
+class RoutingChanged(RoutingOut):
+    """The routing as a change left it (its own name: apispec registers each schema class once)."""
+
+
+class ShadowStats(Schema):
+    share = Float(required=True, metadata={"description": "percent of jobs it also classifies"})
+    compared = Integer(required=True, metadata={"description": "images it classified beside the job's own model"})
+    agreed = Integer(required=True, metadata={"description": "of those, how many got the same top-1"})
+    agreement = Float(allow_none=True, required=True, metadata={"description": "agreed / compared; null before any"})
+
+
+class ServedModel(ModelOut):
+    id = String(required=True, metadata={"description": "name@version: what ?model= and the routing name"})
+    share = Float(required=True, metadata={"description": "percent of new jobs routed to it"})
+    workers = Integer(required=True, metadata={"description": "worker processes serving it now"})
+    shadow = Nested(ShadowStats, allow_none=True, required=True, metadata={"description": "while it is the shadow"})
+
+
+class ModelsOut(Schema):
+    routing = Nested(RoutingOut, required=True)
+    models = List(Nested(ServedModel), required=True)
+
+
 class WaitQuery(Schema):
     wait = Float(load_default=0, metadata={"minimum": 0, "maximum": 30, "example": 30,
                  "description": "seconds to hold the request until the job is done (long poll)"})
@@ -162,9 +211,17 @@ class HealthOut(Schema):
     status = String(required=True)
 
 
+class ModelReady(Schema):
+    id = String(required=True)
+    share = Float(required=True, metadata={"description": "percent of new jobs routed to it"})
+    workers = Integer(required=True, metadata={"description": "worker processes serving it"})
+    ready = Boolean(required=True, metadata={"description": "false: it takes jobs and no worker serves it"})
+
+
 class ReadyOut(Schema):
     status = String(required=True, validate=OneOf(["ready", "not_ready"]))
     redis = String(required=True)
     workers = Integer(required=True)
     model = Nested(ModelInfo, allow_none=True)
+    models = List(Nested(ModelReady), metadata={"description": "each model with a share of jobs, or served"})
     problems = List(String())

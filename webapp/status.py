@@ -6,7 +6,9 @@ from flask import current_app
 from redis.exceptions import RedisError
 
 from common import workers
+from common.routing import Routing
 from webapp import examples, schemas
+from webapp.models import current
 
 bp = APIBlueprint("status", __name__, tag="Operations")
 
@@ -19,9 +21,10 @@ def health():
 
 
 @bp.get("/ready")
-@bp.output(schemas.ReadyOut, description="Redis is reachable and a worker has the model loaded", example=examples.READY)
+@bp.output(schemas.ReadyOut, description="Redis is reachable and every model that takes jobs has a worker",
+           example=examples.READY)
 @bp.doc(summary="Ready to classify", responses={503: {  # not ready: the same document, not an error
-    "description": "Redis unreachable or no worker with a model",
+    "description": "Redis unreachable, no worker with a model, or a model that takes jobs has no worker",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ReadyOut"},
                                      "example": examples.NOT_READY}}}})
 def ready():
@@ -30,14 +33,26 @@ def ready():
         redis.ping()
         alive = workers.ready_workers(redis)
         problems = [public_problem(p["problem"]) for p in workers.worker_problems(redis)]
+        models = per_model(current(), workers.serving(redis))
     except RedisError as exc:
         body = {"status": "not_ready", "redis": f"unreachable: {type(exc).__name__}", "workers": 0, "model": None, "problems": []}
         return body, 503
-    body = {"status": "ready" if alive else "not_ready", "redis": "ok", "workers": len(alive),
-            "model": alive[0]["model"] if alive else None, "problems": problems}
     if not alive and not problems:
-        body["problems"] = ["no worker has announced a loaded model yet"]
-    return body, 200 if alive else 503
+        problems = ["no worker has announced a loaded model yet"]
+    unserved = [m for m in models if not m["ready"]]
+    problems += [f"model {m['id']} takes {m['share']:g}% of jobs and no worker serves it" for m in unserved]
+    ok = bool(alive) and not unserved
+    body = {"status": "ready" if ok else "not_ready", "redis": "ok", "workers": len(alive),
+            "model": alive[0]["model"] if alive else None, "models": models, "problems": problems}
+    return body, 200 if ok else 503
+
+
+def per_model(now: Routing, serving: dict[str, int]) -> list[dict]:
+    """Each model that takes jobs or has workers: ready unless it takes jobs that no worker serves."""
+    shares = now.shares()
+    return [{"id": model, "share": shares.get(model, 0.0), "workers": serving.get(model, 0),
+             "ready": serving.get(model, 0) > 0 or not shares.get(model)}
+            for model in dict.fromkeys([*shares, *sorted(serving)])]
 
 
 def public_problem(problem: str) -> str:

@@ -16,10 +16,12 @@ from common.chunks import chunked
 from common.error_codes import ErrorCode
 from common.jobs import failure
 from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
+from common import shadow
 from common.queue import enqueue
 from common.webhooks import check_url
 from webapp import idempotency
 from webapp.errors import fail
+from webapp.models import route
 
 FIELD = "file"
 CALLBACK_FIELD = "callback_url"
@@ -111,12 +113,16 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     fails part-way, the chunks not queued fail visibly and the client gets a 503. With an
     `idempotency_key` already used, nothing is created: returns the first job's {job_id, total}."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
+    model, shadow_model = route(request.args.get("model"))
     chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
-    first = _create(job, chunks, idempotency_key)
+    first = _create(job, chunks, idempotency_key, model.identity)
     if first is not None:
         idempotency.check_same_request(first, job.fingerprint.hexdigest())
         return first
-    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, model.id)
+    if shadow_model and chunks and not refused:
+        shadow.keep_copies(jobs.redis, job.job_id, job.images, settings.result_ttl_s)
+        shadow.send(current_app.extensions["celery"], job.job_id, chunks, shadow_model)
     if refused:
         try:
             jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
@@ -128,13 +134,14 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     return None
 
 
-def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None) -> dict | None:
+def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None, model: dict) -> dict | None:
     """Stores the job; with an idempotency key, only if the key is new (else nothing is stored,
     and the first job's record is returned)."""
     jobs = current_app.extensions["jobs"]
 
     def create(pipe: Pipeline | None = None) -> None:
-        jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, job.callback_url, pipe)
+        jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, model=model,
+                    callback_url=job.callback_url, pipe=pipe)
 
     if not idempotency_key:
         create()

@@ -7,6 +7,7 @@ runtime's (worker/runtime.py), made after the pool forks, never at import.
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from common.queue import make_celery
 from common.settings import Settings
@@ -15,6 +16,9 @@ from worker.runtime import Lifecycle
 
 def create_worker(settings: Settings) -> Celery:
     app = make_celery(settings)
-    app.conf.include = ["worker.tasks", "worker.webhooks"]
-    Lifecycle(app, settings).connect()
+    app.conf.include = ["worker.tasks", "worker.shadow_tasks", "worker.webhooks"]
+    lifecycle = Lifecycle(app, settings)
+    # Its models' queues, declared as Celery declares a queue a task is sent to (`-Q` overrides).
+    app.conf.task_queues = [Queue(name, Exchange(name), routing_key=name) for name in lifecycle.queues()]
+    lifecycle.connect()
     return app

@@ -24,7 +24,8 @@ from redis.retry import Retry
 
 from common import workers
 from common.jobs import JobStore
-from common.queue import CELERY_QUEUE, enqueue
+from common.queue import DEFAULT_MODEL, enqueue, queue_for
+from common.registry import ModelEntry, model_id, publish, served_models
 from common.settings import Settings
 from common.webhooks import Callbacks
 from worker.inference import Classifier, default_threads
@@ -36,8 +37,9 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def load_classifier(settings: Settings, threads: int) -> Classifier:
-    return Classifier(settings.model_path, str(settings.model_card_path), threads)
+def load_classifiers(models: list[ModelEntry], threads: int) -> dict[str, Classifier]:
+    """A session for each model this worker serves, by model id."""
+    return {model.id: Classifier(str(model.model_path), str(model.card_path), threads) for model in models}
 
 
 def keep_doing(action: Callable[[], None], stop: threading.Event) -> None:
@@ -55,8 +57,8 @@ def keep_doing(action: Callable[[], None], stop: threading.Event) -> None:
 class Runtime:
     """One pool process's connection, job store and model session, and its background threads."""
 
-    def __init__(self, app: Celery, settings: Settings):
-        self.app, self.settings = app, settings
+    def __init__(self, app: Celery, settings: Settings, models: list[ModelEntry]):
+        self.app, self.settings, self.models = app, settings, models
         # A Redis restart must make tasks wait, not fail their images: retry for about 4 minutes.
         self.redis = Redis.from_url(settings.redis_url, retry=Retry(ExponentialBackoff(cap=5, base=0.1), 60),
                                     retry_on_error=[RedisConnectionError, RedisTimeoutError])
@@ -65,22 +67,31 @@ class Runtime:
         self.callbacks = Callbacks(self.redis, app, settings)
         self.jobs.on_callback_due = self.callbacks.queue
         threads = settings.worker_threads or default_threads(settings.processes)
-        self.classifier = load_classifier(settings, threads)
-        log.info("%s loaded %s with %d threads", worker_id(), self.classifier.identity, threads)
+        self.classifiers = load_classifiers(models, threads)
+        self.classifier = next(iter(self.classifiers.values()))  # the first: for a task that names no model
+        log.info("%s loaded %s with %d threads", worker_id(), list(self.classifiers), threads)
+
+    def classifier_for(self, model: str | None) -> Classifier:
+        return self.classifiers.get(model, self.classifier)
 
     def start(self, stop: threading.Event) -> "Runtime":
         """The heartbeat that says this process serves, and the sweeper; both end with `stop`."""
-        me = worker_id()
-        keep_doing(lambda: workers.announce(self.redis, me, self.classifier.identity), stop)
+        keep_doing(self.announce, stop)
         keep_doing(self.queue_due, stop)
         keep_doing(self.callbacks.sweep, stop)
         return self
+
+    def announce(self) -> None:
+        """The heartbeat: this process serves these models, whose cards every web process may read."""
+        workers.announce(self.redis, worker_id(), self.classifier.identity, list(self.classifiers))
+        publish(self.redis, self.models)
 
     def queue_due(self) -> None:
         """Queues the pending chunks nobody queued (their web process died) or whose task was lost;
         a chunk the broker refuses stays pending and comes due again."""
         for job_id, chunk in self.jobs.chunks.claim_due():
-            if not enqueue(self.app, self.jobs, job_id, [chunk]):
+            model = self.jobs.model_of(job_id)  # the job's own model's queue, whichever this worker serves
+            if not enqueue(self.app, self.jobs, job_id, [chunk], model_id(model) if model else DEFAULT_MODEL):
                 log.warning("queued images %s of job %s, which were not queued or not finished in time", chunk, job_id)
 
 
@@ -103,6 +114,10 @@ class Lifecycle:
     def __init__(self, app: Celery, settings: Settings):
         self.app, self.settings = app, settings
         self.model_problem: str | None = None
+        try:
+            self.models = served_models(settings)
+        except (OSError, ValueError, KeyError) as exc:
+            self.models, self.model_problem = [], f"models not found: {exc}"
         self.current: Runtime | None = None
         self.stop = threading.Event()
         app.lifecycle = self
@@ -115,21 +130,33 @@ class Lifecycle:
 
     def runtime(self) -> Runtime:
         if self.current is None:
-            self.current = Runtime(self.app, self.settings).start(self.stop)
+            self.current = Runtime(self.app, self.settings, self.models).start(self.stop)
         return self.current
 
+    def queues(self) -> list[str]:
+        """The queues this worker consumes: its models' (Celery's default one while it has none)."""
+        return [queue_for(model.id) for model in self.models] or [queue_for(DEFAULT_MODEL)]
+
     def check_model(self, **_) -> None:
-        try:
-            del load_classifier(self.settings, threads=1).session
-        except Exception as exc:
-            self.model_problem = f"model failed to load: {exc}"
+        self.model_problem = self.model_problem or self.load_problem()
+        if self.model_problem:
             log.error("%s; this worker takes no jobs until restarted with a working model", self.model_problem)
             redis, me, problem = Redis.from_url(self.settings.redis_url), worker_id(), self.model_problem
             keep_doing(lambda: workers.report_problem(redis, me, problem), self.stop)
 
+    def load_problem(self) -> str | None:
+        """Why a model of this worker does not load (each tried with a one-thread session), or None."""
+        try:
+            for classifier in load_classifiers(self.models, threads=1).values():
+                del classifier.session
+        except Exception as exc:
+            return f"model failed to load: {exc}"
+        return None
+
     def stop_consuming_without_model(self, sender, **_) -> None:
         if self.model_problem:
-            sender.cancel_task_queue(CELERY_QUEUE)
+            for queue in self.queues():
+                sender.cancel_task_queue(queue)
 
     def start_process(self, **_) -> None:
         if not self.model_problem:

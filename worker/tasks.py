@@ -9,6 +9,7 @@ from worker.runtime import runtime
 
 
 @shared_task(name=CLASSIFY_TASK, bind=True)
-def classify_images(self, job_id: str, indices: list[int]) -> None:
+def classify_images(self, job_id: str, indices: list[int], model: str | None = None) -> None:
     rt = runtime(self.app)
-    classify_chunk(rt.jobs, rt.classifier, job_id, indices, rt.settings.max_pixels, rt.settings.max_decode_mb)
+    classifier = rt.classifier_for(model)  # the model whose queue this came from
+    classify_chunk(rt.jobs, classifier, job_id, indices, rt.settings.max_pixels, rt.settings.max_decode_mb)
