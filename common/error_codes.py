@@ -25,7 +25,8 @@ class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request", 400, "the request is malformed (for example a broken multipart body)"
     NO_FILE = "no_file", 400, "the request has no multipart part named `file`"
     UNEXPECTED_FIELD = "unexpected_field", 400, "the request has form fields other than `file`"
-    UNAUTHORIZED = "unauthorized", 401, "an API key is configured and `X-API-Key` is missing or wrong"
+    UNAUTHORIZED = "unauthorized", 401, ("an API key is configured and `X-API-Key` is missing or wrong (for `/metrics`: "
+                                         "`METRICS_TOKEN` is set and `Authorization: Bearer` is missing or wrong)")
     NOT_FOUND = "not_found", 404, "no such URL"
     JOB_NOT_FOUND = "job_not_found", 404, "no job has this id: it is not a job id, or its results expired"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the URL exists, not with this method"

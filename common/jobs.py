@@ -41,6 +41,7 @@ return started
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
 # ARGV[1]) and wakes the long polls on channel KEYS[2]; the record lives ARGV[3] seconds more.
+# Returns the count and when the job was created (for the time-to-result metric).
 _COUNT_FINAL = """
 local final = redis.call('HINCRBY', KEYS[1], 'final', newly)
 if final == tonumber(redis.call('HGET', KEYS[1], 'total')) then
@@ -48,7 +49,7 @@ if final == tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('PUBLISH', KEYS[2], 'done')
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return final
+return {final, cjson.decode(redis.call('HGET', KEYS[1], 'meta'))['created_at']}
 """
 
 _IS_FINAL = f"(status == '{DONE}' or status == '{FAILED}' or status == '{CANCELLED}')"
@@ -178,16 +179,18 @@ class JobStore:
         return self.redis.mget([self.image_key(job_id, i) for i in indices])
 
     def finish(self, job_id: str, results: dict[int, dict], model: dict | None = None,
-               chunks: list[list[int]] | None = None) -> None:
+               chunks: list[list[int]] | None = None) -> str | None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
-        by default one chunk of exactly these images."""
+        by default one chunk of exactly these images. Returns when the job was created, or None if
+        nothing new was written (the job expired, or a chunk run twice)."""
         chunks = [sorted(results)] if chunks is None else chunks
         args = [now_iso(), json.dumps(model) if model else "", self.ttl_s,
                 json.dumps([member(job_id, c) for c in chunks])]
         for index, record in results.items():
             args += [index, json.dumps(record)]
         keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
-        self._finish(keys=keys, args=args)
+        written = self._finish(keys=keys, args=args)
+        return written[1].decode() if isinstance(written, list) else None
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""

@@ -50,7 +50,8 @@ class Settings:
     # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
     model_path: str = setting(str(REPO / "models" / "sports100-lite0-int8.onnx"),
                               "the ONNX model; its card is the same path with .json")
-    host: str = setting("127.0.0.1", "the address the web app listens on; 0.0.0.0 opens it to other hosts")
+    host: str = setting("127.0.0.1", "the address the web app (and a worker's metrics) listen on; 0.0.0.0 opens "
+                        "it to other hosts")
     port: int = setting(8000, "the web app's port")
     web_processes: int = setting(0, "gunicorn processes; 0: min(4, cores)")
     web_connections: int = setting(1000, "connections one web process serves at once (gevent); it stops accepting beyond")
@@ -90,6 +91,12 @@ class Settings:
     worker_threads: int = setting(0, "ONNX Runtime threads per worker process; 0: cores / processes")
     worker_memory_mb: int = setting(1024, "address space a worker process may add after loading the model; "
                                     "an image that needs more fails alone: image_too_heavy; 0: no ceiling")
+    log_format: str = setting("text", "log lines as text (for a terminal) or json (one JSON object a line, for a "
+                              "log collector)")
+    worker_metrics_port: int = setting(9808, "the port where a worker serves its Prometheus metrics (its pool "
+                                       "processes' included) on HOST; 0 turns it off")
+    metrics_token: str = setting("", "when set, GET /metrics and the worker's metrics need the header "
+                                 "Authorization: Bearer <this value>")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -12,7 +12,7 @@ from common.jobs import JobStore
 from common.model_card import load_card
 from common.queue import make_celery
 from common.settings import REPO, Settings
-from webapp import api, errors, guards, legacy, openapi, pages, status
+from webapp import api, errors, guards, legacy, metrics, openapi, pages, status
 
 API_VERSION = "1.0.0"
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     configure(app, settings)
     connect_services(app, settings)
     guards.init_app(app)
+    metrics.init_app(app)
     register_blueprints(app)
     errors.register(app)
     openapi.register(app, settings)

@@ -55,3 +55,11 @@ HEALTH = {"status": "ok"}
 READY = {"status": "ready", "redis": "ok", "workers": 2, "model": MODEL, "problems": []}
 NOT_READY = {"status": "not_ready", "redis": "ok", "workers": 0, "model": None,
              "problems": ["no worker has announced a loaded model yet"]}
+METRICS = """\
+# HELP sportclf_images_submitted_total Images in accepted jobs
+# TYPE sportclf_images_submitted_total counter
+sportclf_images_submitted_total 16.0
+# HELP sportclf_queue_depth Tasks waiting in each Celery queue
+# TYPE sportclf_queue_depth gauge
+sportclf_queue_depth{queue="celery"} 0.0
+"""

@@ -5,10 +5,14 @@ import textwrap
 
 from gunicorn import util
 
+from common import exposition, logs
 from common.error_codes import ErrorCode
 from common.settings import Settings, cores
 
 settings = Settings.from_env()
+# Before any worker loads the app (and prometheus_client): every worker writes its metrics there,
+# and whichever answers GET /metrics adds them all up (webapp/metrics.py).
+metrics_directory = exposition.use_directory("web")
 bind = f"{settings.host}:{settings.port}"  # compose sets HOST=0.0.0.0
 workers = settings.web_processes or min(4, cores())
 worker_class = "gevent"
@@ -22,6 +26,7 @@ body_timeout_s = settings.web_body_timeout_s
 timeout = 60  # a worker silent this long is restarted; far above any request's legitimate wait
 graceful_timeout = 35  # lets a long poll (30 s at most) finish on restart
 accesslog = "-"
+logconfig_dict = logs.gunicorn_config(settings.log_format)  # LOG_FORMAT=json: access lines too
 
 
 def write_json_error(sock, status: int, reason: str, message: str) -> None:
@@ -45,3 +50,11 @@ def pre_request(worker, req) -> None:
 
 def on_starting(server) -> None:
     util.write_error = write_json_error  # the one place gunicorn writes its errors; workers inherit it
+
+
+def child_exit(server, worker) -> None:
+    exposition.forget_process(worker.pid)
+
+
+def on_exit(server) -> None:
+    exposition.remove_own(metrics_directory)

@@ -16,6 +16,7 @@ from common.jobs import failure
 from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
 from common.queue import enqueue
 from webapp.errors import fail
+from webapp.metrics import record_submitted
 
 FIELD = "file"
 # What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
@@ -83,3 +84,4 @@ def submit(job: NewJob) -> None:
         except RedisError:  # the store refuses writes too: drop the job rather than leave one no client knows
             jobs.discard(job.job_id, list(job.images), chunks)
         fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
+    record_submitted(job)
