@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,20 @@ def test_json_logs_carry_the_job(stack):
     assert access[0]["status"] == 200 and access[0]["method"] == "GET"
     accepted = [line for line in json_lines(web.log) if line.get("job_id") == job["job_id"]]
     assert accepted and accepted[0]["message"].startswith("job accepted")
+
+
+def test_a_chunk_written_twice_counts_once(redis_server):
+    """A redelivered task writes nothing new (common/jobs.py), so it moves no counter either."""
+    from prometheus_client import REGISTRY  # this test process's own metrics (no multiprocess mode here)
+    from redis import Redis
+
+    from common.jobs import JobStore, success
+    from worker.metrics import record_chunk
+    store, job_id, model = JobStore(Redis.from_url(redis_server.url), ttl_s=60), str(uuid.uuid4()), {"name": "m", "version": "1"}
+    store.create(job_id, ["a.jpg"], {0: b"bytes"}, {})
+    results = {0: success({"top3": [{"label": "a", "display_name": "A", "confidence": 0.9}] * 3, "confident": True})}
+    labels = {"outcome": "done", "code": "", "model": "m", "version": "1"}
+    before = REGISTRY.get_sample_value("sportclf_images_finished_total", labels) or 0
+    for _ in range(2):
+        record_chunk(job_id, [0], model, results, store.finish(job_id, results, model))
+    assert REGISTRY.get_sample_value("sportclf_images_finished_total", labels) - before == 1
