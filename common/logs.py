@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -30,11 +30,20 @@ _job: ContextVar[dict] = ContextVar("job", default={})
 @contextmanager
 def about_job(**fields) -> Iterator[None]:
     """Every line logged inside (in this thread or greenlet) carries these fields too."""
-    token = _job.set(_job.get() | fields)
+    token = begin_job(**fields)
     try:
         yield
     finally:
-        _job.reset(token)
+        end_job(token)
+
+
+def begin_job(**fields) -> Token:
+    """`about_job` for work that starts and ends in two callbacks (Celery's task signals)."""
+    return _job.set(_job.get() | fields)
+
+
+def end_job(token: Token) -> None:
+    _job.reset(token)
 
 
 class JobFields(logging.Filter):

@@ -20,10 +20,9 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from celery import Celery, signals
 
-from common import exposition
+from common import exposition, logs
 from common.error_codes import ErrorCode
 from common.jobs import DONE
-from common.logs import about_job
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,12 +85,12 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-_task_started = threading.local()
+_task = threading.local()  # the task this pool process (or thread) runs: when it began, its log context
 
 
 def _duration() -> dict:
-    started = getattr(_task_started, "at", None)
-    return {"duration_s": round(time.monotonic() - started, 4)} if started is not None else {}
+    began = getattr(_task, "began", None)
+    return {"duration_s": round(time.monotonic() - began, 4)} if began is not None else {}
 
 
 def init(app: Celery, settings: Settings) -> None:
@@ -106,22 +105,19 @@ def init(app: Celery, settings: Settings) -> None:
 
 def _task_begins(task, args=(), **_) -> None:
     """Lines logged while a chunk's task runs carry its job, chunk and model (Celery's own too)."""
-    _task_started.at = time.monotonic()
     fields = {}
     if len(args) == 2 and isinstance(args[0], str):  # (job_id, indices): worker.classify_images
         fields = {"job_id": args[0], "chunk": args[1]}
     runtime = getattr(getattr(task.app, "lifecycle", None), "current", None)
     if runtime is not None:
         fields |= {"model": runtime.classifier.identity["name"], "version": runtime.classifier.identity["version"]}
-    _task_started.context = about_job(**fields)
-    _task_started.context.__enter__()
+    _task.began, _task.log_context = time.monotonic(), logs.begin_job(**fields)
 
 
 def _task_ends(**_) -> None:
-    context = getattr(_task_started, "context", None)
-    if context is not None:
-        context.__exit__(None, None, None)
-    _task_started.at = _task_started.context = None
+    if getattr(_task, "log_context", None) is not None:
+        logs.end_job(_task.log_context)
+    _task.began = _task.log_context = None
 
 
 class _Quiet(WSGIRequestHandler):
@@ -136,13 +132,7 @@ def serve(settings: Settings) -> None:
         return
     from prometheus_client import REGISTRY, make_wsgi_app
     from prometheus_client.exposition import ThreadingWSGIServer
-    metrics_app = make_wsgi_app(exposition.Scrape(REGISTRY))
-
-    def app(environ, start_response):
-        if not exposition.authorized(environ.get("HTTP_AUTHORIZATION"), settings.metrics_token):
-            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
-            return [b"a valid Authorization: Bearer <METRICS_TOKEN> header is required\n"]
-        return metrics_app(environ, start_response)
+    app = _token_checked(make_wsgi_app(exposition.Scrape(REGISTRY)), settings.metrics_token)
     try:
         server = make_server(settings.host, settings.worker_metrics_port, app, ThreadingWSGIServer, _Quiet)
     except OSError as exc:
@@ -150,3 +140,13 @@ def serve(settings: Settings) -> None:
         return
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     log.info("worker metrics on http://%s:%d/metrics", settings.host, settings.worker_metrics_port)
+
+
+def _token_checked(metrics_app, token: str):
+    """The WSGI app, answering 401 to a scrape without the token (METRICS_TOKEN) when one is set."""
+    def app(environ, start_response):
+        if exposition.authorized(environ.get("HTTP_AUTHORIZATION"), token):
+            return metrics_app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+        return [b"a valid Authorization: Bearer <METRICS_TOKEN> header is required\n"]
+    return app
