@@ -3,7 +3,6 @@ multiprocess mode), a Celery worker with two pool processes serving its own metr
 private Redis, real photos. Counters are read before and after, so each check is a difference."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from webapp import create_app
 
 IMAGES = 20  # with CHUNK_SIZE 16: two chunks, so two inference runs
 NOT_AN_IMAGE = (b"this is text, not a photo", "notes.jpg")
+TOKEN = "scrape-token"
 
 
 def samples(text: str) -> dict[tuple, float]:
@@ -40,7 +40,7 @@ def stack(tmp_path_factory):
     directory = tmp_path_factory.mktemp("metrics")
     redis = RedisServer(directory / "redis").start()
     settings = Settings.from_env(redis_url=redis.url, worker_processes=2, web_processes=2, log_format="json",
-                                 worker_metrics_port=free_port(), rate_limit="")
+                                 worker_metrics_port=free_port(), rate_limit="", metrics_token=TOKEN)
     worker = Worker(settings, directory / "worker.log").start()
     web_files = directory / "web-metrics"
     web = WebServer(settings, directory / "web.log", env={"PROMETHEUS_MULTIPROC_DIR": str(web_files)}).start()
@@ -51,7 +51,7 @@ def stack(tmp_path_factory):
 
 
 def scrape(url: str) -> dict:
-    response = requests.get(url, timeout=10)
+    response = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
     return samples(response.text)
@@ -118,21 +118,26 @@ def test_service_state_is_read_from_redis(stack):
 
 
 def test_queued_work_shows_in_the_gauges(fresh_settings):
-    """No worker serves this database: what is submitted stays queued and pending."""
+    """No worker serves this database: what is submitted stays queued and pending; a cancel is final."""
     client = create_app(fresh_settings()).test_client()
     (path, _), = valid_images(1)
-    assert client.post("/api/v1/jobs", data={"file": (path.open("rb"), path.name)}).status_code == 202
+    accepted = client.post("/api/v1/jobs", data={"file": (path.open("rb"), path.name)}).get_json()
     state = samples(client.get("/metrics").get_data(as_text=True))
     assert value(state, "sportclf_queue_depth", queue="celery") == 1
     assert value(state, "sportclf_pending_chunks") == 1
+    for _ in range(2):  # cancelling twice cancels once
+        assert client.delete(accepted["status_url"]).status_code == 200
+    state = samples(client.get("/metrics").get_data(as_text=True))
+    assert total(state, "sportclf_images_finished_total", outcome="cancelled") == 1
 
 
-def test_a_metrics_token_guards_the_scrape(settings, tmp_path):
-    client = create_app(dataclasses.replace(settings, metrics_token="scrape-me")).test_client()
-    refused = client.get("/metrics")
-    assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "unauthorized"
-    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).status_code == 200
+def test_a_metrics_token_guards_the_scrape(stack):
+    settings, web, _, _ = stack
+    for url in (f"{web.url}/metrics", f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"):
+        assert requests.get(url, timeout=10).status_code == 401
+        assert requests.get(url, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 401
+    refused = requests.get(f"{web.url}/metrics", timeout=10)
+    assert refused.json()["error"]["code"] == "unauthorized" and refused.headers["WWW-Authenticate"] == "Bearer"
 
 
 def json_lines(log: Path) -> list[dict]:

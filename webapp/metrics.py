@@ -28,7 +28,7 @@ from webapp.errors import fail
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-BINDINGS = "_kombu.binding.*"  # kombu's record of each exchange's queues, in Redis
+BINDINGS = "_kombu.binding.*"  # kombu's record of each exchange's queues: finds every task queue (heavy, per model)
 
 
 class WebMetrics:
@@ -68,7 +68,8 @@ class ServiceState:
         depth = GaugeMetricFamily("sportclf_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
         queues = {CELERY_QUEUE}
         for key in self.redis.scan_iter(match=BINDINGS, count=100):
-            queues |= {member.split(b"\x06\x16")[-1].decode() for member in self.redis.smembers(key)}
+            if b"pidbox" not in key:  # Celery's control channels (`celery inspect` replies), not work
+                queues |= {member.split(b"\x06\x16")[-1].decode() for member in self.redis.smembers(key)}
         for queue in sorted(queues):
             depth.add_metric([queue], self.redis.llen(queue))
         return depth
