@@ -1,8 +1,9 @@
 """The worker's Prometheus metrics and its per-chunk log line, and the port that serves them.
 
-`init(app, settings)` runs first in `create_worker`: it names the metrics directory before
-prometheus_client loads (common/exposition.py), so the pool processes' values add up in the
-parent, whose thread serves them on WORKER_METRICS_PORT once the pool has forked. The metrics
+`init(app, settings)`, called by `create_worker`, has the worker's main process name the metrics
+directory as it starts, before prometheus_client loads (common/exposition.py) and before the pool
+forks, so the pool processes' values add up in the parent, whose thread serves them on
+WORKER_METRICS_PORT once the pool has forked. The metrics
 are prometheus_client's usual process-wide objects, made on first use (`_metrics`), never at
 import: importing this module loads no prometheus_client. Recording is one call per batch
 (`record_inference`) and one per chunk written (`record_chunk`).
@@ -95,12 +96,18 @@ def _duration() -> dict:
 
 def init(app: Celery, settings: Settings) -> None:
     """Metrics directory, endpoint and per-task log context for this worker; see the module's doc."""
-    directory = exposition.use_directory("worker")
+    signals.worker_init.connect(lambda **_: _open_directory(app), weak=False)
     signals.worker_ready.connect(lambda **_: serve(settings), weak=False)
     signals.worker_process_shutdown.connect(lambda **_: exposition.forget_process(os.getpid()), weak=False)
-    signals.worker_shutdown.connect(lambda **_: exposition.remove_own(directory), weak=False)
+    signals.worker_shutdown.connect(lambda **_: exposition.remove_own(app.metrics_directory), weak=False)
     signals.task_prerun.connect(_task_begins, weak=False)
     signals.task_postrun.connect(_task_ends, weak=False)
+
+
+def _open_directory(app: Celery) -> None:
+    """In the worker's main process, before its pool forks: only a worker (not `celery inspect`
+    with the same app) makes or empties a metrics directory."""
+    app.metrics_directory = exposition.use_directory("worker")
 
 
 def _task_begins(task, args=(), **_) -> None:
