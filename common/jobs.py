@@ -41,15 +41,16 @@ return started
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
 # ARGV[1]) and wakes the long polls on channel KEYS[2]; the record lives ARGV[3] seconds more.
-# Returns the count and when the job was created (for the time-to-result metric).
+# Returns the count, the job's total and when it was created (for the metrics: see Written).
 _COUNT_FINAL = """
 local final = redis.call('HINCRBY', KEYS[1], 'final', newly)
-if final == tonumber(redis.call('HGET', KEYS[1], 'total')) then
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+if final == total then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
   redis.call('PUBLISH', KEYS[2], 'done')
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {final, cjson.decode(redis.call('HGET', KEYS[1], 'meta'))['created_at']}
+return {final, total, cjson.decode(redis.call('HGET', KEYS[1], 'meta'))['created_at']}
 """
 
 _IS_FINAL = f"(status == '{DONE}' or status == '{FAILED}' or status == '{CANCELLED}')"
@@ -121,6 +122,14 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What writing a chunk's results changed, for the metrics: when its job was created (time to
+    result) and whether this write finished the job."""
+    created_at: str
+    job_finished: bool
+
+
+@dataclass(frozen=True)
 class Started:
     """A chunk as a worker starts it: which attempt this is, and the images still to classify."""
     attempt: int
@@ -179,10 +188,10 @@ class JobStore:
         return self.redis.mget([self.image_key(job_id, i) for i in indices])
 
     def finish(self, job_id: str, results: dict[int, dict], model: dict | None = None,
-               chunks: list[list[int]] | None = None) -> str | None:
+               chunks: list[list[int]] | None = None) -> Written | None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
-        by default one chunk of exactly these images. Returns when the job was created, or None if
-        nothing new was written (the job expired, or a chunk run twice)."""
+        by default one chunk of exactly these images. None if nothing new was written (the job
+        expired, or a chunk ran twice)."""
         chunks = [sorted(results)] if chunks is None else chunks
         args = [now_iso(), json.dumps(model) if model else "", self.ttl_s,
                 json.dumps([member(job_id, c) for c in chunks])]
@@ -190,7 +199,7 @@ class JobStore:
             args += [index, json.dumps(record)]
         keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
         written = self._finish(keys=keys, args=args)
-        return written[1].decode() if isinstance(written, list) else None
+        return Written(written[2].decode(), written[0] == written[1]) if isinstance(written, list) else None
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""

@@ -77,6 +77,7 @@ def test_a_job_moves_the_counters_by_its_images(stack):
     def moved(before, after, name, **labels):
         return total(after, name, **labels) - total(before, name, **labels)
     assert moved(web_before, web_after, "sportclf_jobs_submitted_total") == 1
+    assert moved(worker_before, worker_after, "sportclf_jobs_finished_total") == 1
     assert moved(web_before, web_after, "sportclf_images_submitted_total") == IMAGES + 1
     assert moved(web_before, web_after, "sportclf_images_finished_total", outcome="failed", code="not_an_image") == 1
     assert moved(web_before, web_after, "sportclf_decode_failures_total", code="not_an_image") == 1
@@ -129,6 +130,7 @@ def test_queued_work_shows_in_the_gauges(fresh_settings):
         assert client.delete(accepted["status_url"]).status_code == 200
     state = samples(client.get("/metrics").get_data(as_text=True))
     assert total(state, "sportclf_images_finished_total", outcome="cancelled") == 1
+    assert value(state, "sportclf_jobs_finished_total") == 1
 
 
 def test_a_metrics_token_guards_the_scrape(stack):

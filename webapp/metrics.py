@@ -41,6 +41,8 @@ class WebMetrics:
         self.latency = Histogram("sportclf_http_request_duration_seconds", "Seconds to answer a request, by route "
                                  "(long polls included)", ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.jobs = Counter("sportclf_jobs_submitted", "Jobs accepted", registry=r)
+        self.jobs_finished = Counter("sportclf_jobs_finished", "Jobs finished here: every image refused on arrival, "
+                                     "or the rest cancelled", registry=r)
         self.images = Counter("sportclf_images_submitted", "Images in accepted jobs", registry=r)
         self.finished = Counter("sportclf_images_finished", "Images that reached a final status here: failed on "
                                 "arrival, or cancelled", ["outcome", "code", "model", "version"], registry=r)
@@ -114,6 +116,8 @@ def record_submitted(job) -> None:
     for record in job.failures.values():
         metrics.finished.labels(FAILED, record["error"]["code"], "", "").inc()
         metrics.decode_failures.labels(record["error"]["code"]).inc()
+    if len(job.failures) == len(job.filenames):
+        metrics.jobs_finished.inc()
     log.info("job accepted: %d images, %d refused on arrival", len(job.filenames), len(job.failures),
              extra={"job_id": job.job_id})
 
@@ -123,11 +127,13 @@ def record_cancelled(before, after) -> None:
     if before is None or after is None:
         return
     newly = sum(a["status"] == CANCELLED != b["status"] for a, b in zip(after.images, before.images))
-    if newly:
-        model = after.model or {}
-        current_app.extensions["metrics"].finished.labels(CANCELLED, "", model.get("name", ""),
-                                                          model.get("version", "")).inc(newly)
-        log.info("job cancelled: %d images", newly, extra={"job_id": after.job_id})
+    if not newly:
+        return
+    metrics, model = current_app.extensions["metrics"], after.model or {}
+    metrics.finished.labels(CANCELLED, "", model.get("name", ""), model.get("version", "")).inc(newly)
+    if after.finished and not before.finished:
+        metrics.jobs_finished.inc()
+    log.info("job cancelled: %d images", newly, extra={"job_id": after.job_id})
 
 
 def scrape() -> Response:

@@ -45,8 +45,8 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
             log.exception("job %s image %d: unexpected decoding error", job_id, index)
             results[index] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
     results |= _predict(classifier, inputs, job_id)
-    created_at = store.finish(job_id, results, classifier.identity, [indices])
-    metrics.record_chunk(job_id, indices, classifier.identity, results, created_at)
+    written = store.finish(job_id, results, classifier.identity, [indices])
+    metrics.record_chunk(job_id, indices, classifier.identity, results, written)
 
 
 def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str) -> dict[int, dict]:

@@ -23,7 +23,7 @@ from celery import Celery, signals
 
 from common import exposition, logs
 from common.error_codes import ErrorCode
-from common.jobs import DONE
+from common.jobs import DONE, Written
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ MODEL = ["model", "version"]
 def _metrics() -> SimpleNamespace:
     from prometheus_client import Counter, Histogram  # here, once the directory is set (see above)
     return SimpleNamespace(
+        jobs_finished=Counter("sportclf_jobs_finished", "Jobs whose last image reached a final status here"),
         finished=Counter("sportclf_images_finished", "Images that reached a final status, by outcome, error code "
                          "and the model that ran them", ["outcome", "code", *MODEL]),
         decode_failures=Counter("sportclf_decode_failures", "Images whose decoding failed, by error code", ["code"]),
@@ -62,13 +63,15 @@ def record_inference(model: dict, batch_size: int, seconds: float) -> None:
 
 
 def record_chunk(job_id: str, chunk: list[int], model: dict | None, results: dict[int, dict],
-                 created_at: str | None) -> None:
-    """A chunk's results were written: counts them, and logs the chunk's line. `created_at` is what
+                 written: Written | None) -> None:
+    """A chunk's results were written: counts them, and logs the chunk's line. `written` is what
     JobStore.finish answered: None when nothing new was written (a chunk run twice counts once)."""
-    if created_at is None:
+    if written is None:
         return
     m, name, version = _metrics(), (model or {}).get("name", ""), (model or {}).get("version", "")
-    waited = time.time() - _epoch(created_at)
+    waited = time.time() - _epoch(written.created_at)
+    if written.job_finished:
+        m.jobs_finished.inc()
     for record in results.values():
         code = (record.get("error") or {}).get("code", "")
         m.finished.labels(record["status"], code, name, version).inc()
