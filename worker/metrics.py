@@ -66,10 +66,17 @@ def record_chunk(job_id: str, chunk: list[int], model: dict | None, results: dic
                  written: Written | None) -> None:
     """A chunk's results were written: counts them, and logs the chunk's line. `written` is what
     JobStore.finish answered: None when nothing new was written (a chunk run twice counts once)."""
-    if written is None:
-        return
-    m, name, version = _metrics(), (model or {}).get("name", ""), (model or {}).get("version", "")
-    waited = time.time() - _epoch(written.created_at)
+    name, version = (model or {}).get("name", ""), (model or {}).get("version", "")
+    if written is not None:
+        _count(results, name, version, written)
+    failed = sum(record["status"] != DONE for record in results.values())
+    log.info("chunk written: %d done, %d failed%s", len(results) - failed, failed,
+             "" if written else " (all written before: nothing new)",
+             extra={"job_id": job_id, "chunk": chunk, "model": name, "version": version, **_duration()})
+
+
+def _count(results: dict[int, dict], name: str, version: str, written: Written) -> None:
+    m, waited = _metrics(), time.time() - _epoch(written.created_at)
     if written.job_finished:
         m.jobs_finished.inc()
     for record in results.values():
@@ -80,9 +87,6 @@ def record_chunk(job_id: str, chunk: list[int], model: dict | None, results: dic
             m.top1.labels(name, version).observe(record["top3"][0]["confidence"])
         elif code not in NOT_DECODING:
             m.decode_failures.labels(code).inc()
-    failed = sum(record["status"] != DONE for record in results.values())
-    log.info("chunk written: %d done, %d failed", len(results) - failed, failed,
-             extra={"job_id": job_id, "chunk": chunk, "model": name, "version": version, **_duration()})
 
 
 def _epoch(iso: str) -> float:
