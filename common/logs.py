@@ -17,7 +17,8 @@ from contextvars import ContextVar, Token
 
 from pythonjsonlogger.json import JsonFormatter
 
-FORMATS = ("text", "json")
+from common.settings import LOG_FORMATS
+
 JOB_FIELDS = ("job_id", "chunk", "model", "version", "duration_s")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # gunicorn's access line passes its values as a mapping of one-letter atoms; these become fields.
@@ -87,7 +88,7 @@ def formatter(log_format: str) -> logging.Formatter:
                          timestamp=True)
     if log_format == "text":
         return TextLines(TEXT_FORMAT)
-    raise ValueError(f"LOG_FORMAT={log_format!r} is not valid: expected one of {', '.join(FORMATS)}")
+    raise ValueError(f"LOG_FORMAT={log_format!r} is not valid: expected one of {', '.join(LOG_FORMATS)}")
 
 
 def configure(log_format: str, level: int | str = logging.INFO) -> None:
@@ -104,7 +105,6 @@ def configure(log_format: str, level: int | str = logging.INFO) -> None:
 
 def gunicorn_config(log_format: str) -> dict:
     """gunicorn's `logconfig_dict`: its error and access lines and the app's, all in `log_format`."""
-    formatter(log_format)  # a wrong LOG_FORMAT stops gunicorn here, naming it
     console = {"handlers": ["console"], "level": "INFO", "propagate": False}
     return {
         "version": 1, "disable_existing_loggers": False,

@@ -41,6 +41,7 @@ class SettingError(ValueError):
 
 
 KINDS = {int: "a whole number (int)", float: "a number (float)", str: "text"}
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,10 @@ class Settings:
                                        "processes' included) on HOST; 0 turns it off")
     metrics_token: str = setting("", "when set, GET /metrics and the worker's metrics need the header "
                                  "Authorization: Bearer <this value>")
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingError(f"LOG_FORMAT={self.log_format!r} is not valid: expected one of {', '.join(LOG_FORMATS)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

@@ -16,7 +16,6 @@ from worker.runtime import Lifecycle
 
 
 def create_worker(settings: Settings) -> Celery:
-    logs.formatter(settings.log_format)  # a wrong LOG_FORMAT stops the worker here, naming it
     app = make_celery(settings)
     metrics.init(app, settings)
     # Celery configures no logging of its own once this signal has a receiver: its lines and ours
