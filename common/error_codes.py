@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     JOB_CANCELLED = "job_cancelled", 409, "`/predict`: its job was cancelled (DELETE) before the image ran"
     MALFORMED_REQUEST = "malformed_request", 400, "the request's framing is broken (for example a bad chunk size)"
     INCOMPLETE_BODY = "incomplete_body", 400, "the body ended, or stopped arriving for `WEB_BODY_TIMEOUT_S`, early"
+    UPLOAD_TOO_SLOW = "upload_too_slow", 408, "the body did not arrive in full within `WEB_BODY_DEADLINE_S`"
     TOO_MANY_PARTS = "too_many_parts", 413, "more form parts than one request may have"
     TOO_MANY_FILES = "too_many_files", 413, "more files than `max_images_per_job` in one request"
     FILE_TOO_LARGE = "file_too_large", 413, "a file over `max_image_bytes`"

@@ -58,6 +58,8 @@ class Settings:
     web_connections: int = setting(1000, "connections one web process serves at once (gevent); it stops accepting beyond")
     web_idle_timeout_s: int = setting(5, "a request's line and headers must arrive within this; also the keep-alive timeout")
     web_body_timeout_s: int = setting(30, "a client silent this long while sending its body is dropped: 400 incomplete_body")
+    web_body_deadline_s: int = setting(300, "a request body must arrive in full within this (a client trickling it is "
+                                       "dropped): 408 upload_too_slow")
     # Limits on what one client may send (README "Limits" documents them for users).
     max_image_bytes: int = setting(10 * 1024 * 1024, "a larger file is refused: 413 file_too_large")
     max_request_bytes: int = setting(80 * 1024 * 1024, "a larger request is refused: 413 request_too_large")

@@ -27,6 +27,7 @@ PROBE_TIMEOUT_S = 1.0  # the target: /health answers within a second, all along
 PROBE_EVERY_S = 0.5
 SETTLE_S = 15  # at most this long for the hostile connections to be taken in before probing
 BODY_TIMEOUT_S = 5  # shorter than make run's, so a stalled body is given up on quickly
+BODY_DEADLINE_S = 8  # likewise for a body trickled without ever stalling
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def web(settings, worker, tmp_path_factory):
     """The web app as `make run` serves it on this machine (2 processes), with the per-client
     caps lifted: every hostile connection here comes from 127.0.0.1."""
     env = {"WEB_PROCESSES": "2", "RATE_LIMIT": "", "MAX_LONG_POLLS_PER_CLIENT": str(10 * HOSTILE),
-           "WEB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
+           "WEB_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "WEB_BODY_DEADLINE_S": str(BODY_DEADLINE_S)}
     server = WebServer(settings, tmp_path_factory.mktemp("web") / "web.log", env).start()
     yield server
     server.stop()
@@ -176,6 +177,23 @@ def test_a_body_that_stops_arriving_is_given_up_on(web):
         answer = read_answer(sock, time.monotonic() + 10 * BODY_TIMEOUT_S)
     assert answer is not None, "the server still waits on a body that stopped arriving"
     assert answer.split(b" ", 2)[1] == b"400" and b'"incomplete_body"' in answer
+
+
+def test_a_body_trickled_past_the_deadline_is_cut(web):
+    """A byte every second never stalls for WEB_BODY_TIMEOUT_S, so only the deadline ends it."""
+    head = (b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n--b\r\n")
+    deadline = time.monotonic() + 10 * BODY_DEADLINE_S
+    with connect(web.port, head) as sock:
+        sock.settimeout(1)
+        answer = b""
+        while not answer and time.monotonic() < deadline:
+            try:
+                answer = sock.recv(65536)  # waits a second for an answer, then sends one more byte
+            except TimeoutError:
+                sock.sendall(b"x")
+        answer += read_answer(sock, time.monotonic() + 5) or b""
+    assert answer.split(b" ", 2)[1] == b"408" and b'"upload_too_slow"' in answer, answer[:300]
 
 
 def test_listens_on_loopback_unless_host_is_set(web):

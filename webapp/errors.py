@@ -8,7 +8,7 @@ from apiflask import APIFlask, HTTPError, abort
 from flask import Response, current_app, request
 from gunicorn.http.errors import ParseException
 from redis.exceptions import RedisError
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge, RequestTimeout
 
 from common.error_codes import ErrorCode
 
@@ -53,6 +53,16 @@ def incomplete_body(exc: ClientDisconnected):
     return _body(ErrorCode.INCOMPLETE_BODY, "the request's body ended, or stopped arriving, before its declared length")
 
 
+class UploadTooSlow(RequestTimeout):
+    """The front's answer to a body still arriving at WEB_BODY_DEADLINE_S (webapp/gunicorn_conf.py);
+    not an OSError, which Werkzeug would take for a disconnect."""
+
+
+def upload_too_slow(exc: UploadTooSlow):
+    seconds = current_app.extensions["settings"].web_body_deadline_s
+    return _body(ErrorCode.UPLOAD_TOO_SLOW, f"the request's body did not arrive in full within {seconds} s")
+
+
 def _body(code: ErrorCode, message: str) -> tuple[dict, int]:
     return {"error": {"code": code, "message": message}}, code.status
 
@@ -83,6 +93,7 @@ def register(app: APIFlask) -> None:
     app.register_error_handler(RequestEntityTooLarge, too_large)
     app.register_error_handler(ParseException, malformed)
     app.register_error_handler(ClientDisconnected, incomplete_body)
+    app.register_error_handler(UploadTooSlow, upload_too_slow)
     app.register_error_handler(RedisError, redis_down)
     app.register_error_handler(Exception, unexpected)
     app.after_request(security_headers)

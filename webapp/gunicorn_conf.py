@@ -2,12 +2,14 @@
 that send slowly or hold a long poll (?wait=) keep no one else waiting (README, "The front")."""
 import json
 import textwrap
+import time
 
 from gunicorn import util
 
 from common import exposition, logs
 from common.error_codes import ErrorCode
 from common.settings import Settings, cores
+from webapp.errors import UploadTooSlow
 
 settings = Settings.from_env()
 # Before any worker loads the app (and prometheus_client): every worker writes its metrics there,
@@ -23,6 +25,8 @@ keepalive = settings.web_idle_timeout_s
 # Once the headers are in: a client silent this long while sending its body (or reading the answer)
 # is dropped, so a connection that vanished mid-upload is not held for good.
 body_timeout_s = settings.web_body_timeout_s
+# A client that trickles its body never falls silent that long: this bounds the whole body.
+body_deadline_s = settings.web_body_deadline_s
 timeout = 60  # a worker silent this long is restarted; far above any request's legitimate wait
 graceful_timeout = 35  # lets a long poll (30 s at most) finish on restart
 accesslog = "-"
@@ -44,8 +48,31 @@ def write_json_error(sock, status: int, reason: str, message: str) -> None:
     util.write_nonblock(sock, (head + body).encode("latin1"))
 
 
+class BodyDeadline:
+    """The connection's socket while one request is served: a read after the deadline raises
+    UploadTooSlow (a 408 from the app) and the connection closes after that answer, as the rest of
+    its body will never be read."""
+
+    def __init__(self, req, deadline: float):
+        self.req, self.sock, self.deadline = req, req.unreader.sock, deadline
+
+    def recv(self, size: int) -> bytes:
+        if time.monotonic() > self.deadline:
+            self.req.must_close = True
+            raise UploadTooSlow()
+        return self.sock.recv(size)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
 def pre_request(worker, req) -> None:
     req.unreader.sock.settimeout(body_timeout_s)
+    req.unreader.sock = BodyDeadline(req, time.monotonic() + body_deadline_s)
+
+
+def post_request(worker, req, environ, resp) -> None:
+    req.unreader.sock = req.unreader.sock.sock  # the connection's next request starts a deadline afresh
 
 
 def on_starting(server) -> None:

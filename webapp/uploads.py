@@ -21,7 +21,8 @@ from webapp.metrics import record_submitted
 FIELD = "file"
 # What reading and submitting an upload can answer (Werkzeug's for a malformed or oversized body).
 UPLOAD_ERRORS = (ErrorCode.NO_FILE, ErrorCode.UNEXPECTED_FIELD, ErrorCode.BAD_REQUEST, ErrorCode.TOO_MANY_FILES,
-                 ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.UNAVAILABLE)
+                 ErrorCode.FILE_TOO_LARGE, ErrorCode.REQUEST_TOO_LARGE, ErrorCode.INCOMPLETE_BODY,
+                 ErrorCode.UPLOAD_TOO_SLOW, ErrorCode.UNAVAILABLE)
 
 
 @dataclass
