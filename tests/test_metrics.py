@@ -4,6 +4,9 @@ private Redis, real photos. Counters are read before and after, so each check is
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from common.settings import Settings
+from common.settings import REPO, Settings
 from harness import RedisServer, WebServer, Worker, free_port, valid_images, wait_for
 from webapp import create_app
 
@@ -186,3 +189,17 @@ def test_a_chunk_written_twice_counts_once(redis_server):
     for _ in range(2):
         record_chunk(job_id, [0], model, results, store.finish(job_id, results, model))
     assert REGISTRY.get_sample_value("sportclf_images_finished_total", labels) - before == 1
+
+
+def test_gunicorn_names_the_directory_before_prometheus_client_loads(settings):
+    """Without PROMETHEUS_MULTIPROC_DIR (compose, a bare gunicorn) the configuration makes one
+    before anything it imports loads prometheus_client, so the app's metrics are multiprocess ones."""
+    probe = ("import shutil, webapp.gunicorn_conf as conf\n"
+             "from webapp import create_app\n"
+             "create_app()\n"
+             "from prometheus_client import values\n"
+             "print(values.ValueClass.__name__, conf.metrics_directory.is_dir())\n"
+             "shutil.rmtree(conf.metrics_directory)")
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | {"REDIS_URL": settings.redis_url}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["MmapedValue", "True"], out.stderr

@@ -6,6 +6,10 @@ mode, set up by webapp/gunicorn_conf.py); elsewhere (tests, `flask run`) they ar
 /metrics needs no API key and no rate limit applies to it: the key guards submitting work, and
 Prometheus is no client. Like /health it is open unless METRICS_TOKEN is set, when a scrape must
 send `Authorization: Bearer <token>` (or keep the port private, as `make run` does by default).
+
+Importing this module (the webapp package does) loads no prometheus_client: gunicorn's
+configuration imports from the package, and prometheus_client must first load after it has named
+the metrics directory (common/exposition.py). The app's factory loads it (`WebMetrics`).
 """
 from __future__ import annotations
 
@@ -14,8 +18,6 @@ import time
 
 from apiflask import APIFlask
 from flask import Response, current_app, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -35,6 +37,7 @@ class WebMetrics:
     """One app's metrics, in a registry of its own (so apps in one test process keep apart)."""
 
     def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram  # see the module's doc
         self.registry = r = CollectorRegistry()
         self.requests = Counter("sportclf_http_requests", "HTTP requests answered, by route, method and status",
                                 ["route", "method", "status"], registry=r)
@@ -57,17 +60,18 @@ class ServiceState:
         self.redis = redis
 
     def collect(self):
-        up = GaugeMetricFamily("sportclf_redis_up", "1 if this scrape could read Redis, else 0")
+        from prometheus_client.core import GaugeMetricFamily as Gauge  # see the module's doc
+        up = Gauge("sportclf_redis_up", "1 if this scrape could read Redis, else 0")
         try:
-            families = [self._queues(), self._pending(), self._heartbeats()]
+            families = [self._queues(Gauge), self._pending(Gauge), self._heartbeats(Gauge)]
         except RedisError as exc:
             log.warning("metrics: Redis unreadable: %s", exc)
             families = []
         up.add_metric([], 1 if families else 0)
         return [up, *families]
 
-    def _queues(self) -> GaugeMetricFamily:
-        depth = GaugeMetricFamily("sportclf_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
+    def _queues(self, Gauge):
+        depth = Gauge("sportclf_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
         queues = {CELERY_QUEUE}
         for key in self.redis.scan_iter(match=BINDINGS, count=100):
             if b"pidbox" not in key:  # Celery's control channels (`celery inspect` replies), not work
@@ -76,12 +80,12 @@ class ServiceState:
             depth.add_metric([queue], self.redis.llen(queue))
         return depth
 
-    def _pending(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily("sportclf_pending_chunks", "Chunks accepted and not yet written (queued or running)",
+    def _pending(self, Gauge):
+        return Gauge("sportclf_pending_chunks", "Chunks accepted and not yet written (queued or running)",
                                  value=self.redis.zcard(PENDING))
 
-    def _heartbeats(self) -> GaugeMetricFamily:
-        age = GaugeMetricFamily("sportclf_worker_heartbeat_age_seconds", "Seconds since each ready worker process "
+    def _heartbeats(self, Gauge):
+        age = Gauge("sportclf_worker_heartbeat_age_seconds", "Seconds since each ready worker process "
                                 f"last announced itself (it drops out at {workers.TTL_S})", labels=["worker"])
         for key in self.redis.scan_iter(match=workers.PREFIX + "*", count=1000):
             left_ms = self.redis.pttl(key)
@@ -142,5 +146,6 @@ def scrape() -> Response:
     if not exposition.authorized(request.headers.get("Authorization"), settings.metrics_token):
         fail(ErrorCode.UNAUTHORIZED, "a valid Authorization: Bearer <METRICS_TOKEN> header is required",
              headers={"WWW-Authenticate": "Bearer"})
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # see the module's doc
     source = exposition.Scrape(current_app.extensions["metrics"].registry, ServiceState(current_app.extensions["redis"]))
     return Response(generate_latest(source), content_type=CONTENT_TYPE_LATEST)
