@@ -144,6 +144,7 @@ def serve(settings: Settings) -> None:
     a port in use (another worker on this host) costs the metrics, never the worker."""
     if not settings.worker_metrics_port:
         return
+    _metrics()  # the series without labels show from the start, at 0
     from prometheus_client import REGISTRY, make_wsgi_app
     from prometheus_client.exposition import ThreadingWSGIServer
     app = _token_checked(make_wsgi_app(exposition.Scrape(REGISTRY)), settings.metrics_token)
