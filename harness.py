@@ -80,6 +80,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return {field.name.upper(): str(getattr(settings, field.name)) for field in dataclasses.fields(settings)}
 
 
+def metrics_directory(log: Path) -> dict[str, str]:
+    """Prometheus's multiprocess files beside the log (common/exposition.py), not in /tmp, so a
+    process killed in a test leaves nothing behind the test's own folder."""
+    return {"PROMETHEUS_MULTIPROC_DIR": str(log.with_suffix(".metrics"))}
+
+
 class Service:
     """One started command with its log file; `stop()` may be called twice, or after a crash.
     `prefix` goes before the command, e.g. ("ip", "netns", "exec", "hostb") to run it on another
@@ -205,7 +211,7 @@ class Worker(Service):
     def __init__(self, settings: Settings, log: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
         super().__init__("celery worker", log, prefix)
         self.settings = settings
-        self.env = settings_env(settings) | (env or {})
+        self.env = settings_env(settings) | metrics_directory(log) | (env or {})
 
     def start(self, wait_ready: bool = True) -> "Worker":
         """Ready once each of its pool processes has announced its model in Redis."""
@@ -232,7 +238,7 @@ class WebhookWorker(Service):
     def __init__(self, settings: Settings, log: Path, env: dict | None = None):
         super().__init__("webhook worker", log)
         self.settings = settings
-        self.env = settings_env(settings) | (env or {})
+        self.env = settings_env(settings) | metrics_directory(log) | (env or {})
         self.node = f"webhooks-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
 
     def start(self) -> "WebhookWorker":
@@ -254,7 +260,7 @@ class WebServer(Service):
         super().__init__("gunicorn", log, prefix)
         self.port, self.host = free_port(), host
         self.url = f"http://{host}:{self.port}"
-        self.env = settings_env(settings) | (env or {})
+        self.env = settings_env(settings) | metrics_directory(log) | (env or {})
 
     def start(self) -> "WebServer":
         args = [sys.executable, "-m", "gunicorn", "--config", "webapp/gunicorn_conf.py",

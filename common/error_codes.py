@@ -28,7 +28,8 @@ class ErrorCode(StrEnum):
                                                  "(and `callback_url` on `POST /api/v1/jobs`)")
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key", 400, ("`Idempotency-Key` is empty, longer than 255 "
                                                                "characters, or not printable ASCII without spaces")
-    UNAUTHORIZED = "unauthorized", 401, "an API key is configured and `X-API-Key` is missing or wrong"
+    UNAUTHORIZED = "unauthorized", 401, ("an API key is configured and `X-API-Key` is missing or wrong (for `/metrics`: "
+                                         "`METRICS_TOKEN` is set and `Authorization: Bearer` is missing or wrong)")
     NOT_FOUND = "not_found", 404, "no such URL"
     JOB_NOT_FOUND = "job_not_found", 404, "no job has this id: it is not a job id, or its results expired"
     METHOD_NOT_ALLOWED = "method_not_allowed", 405, "the URL exists, not with this method"

@@ -44,16 +44,18 @@ return started
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
 # ARGV[1]) and wakes the long polls on channel KEYS[2]; the record lives ARGV[3] seconds more.
-# Returns {images final, 1 if the job closed with a callback due (see common/webhooks.py) else 0}.
+# Returns the count, the job's total, when it was created (for the metrics: see Written) and 1 if
+# the job closed with a callback due (see common/webhooks.py), else 0.
 _COUNT_FINAL = """
 local final, hook = redis.call('HINCRBY', KEYS[1], 'final', newly), 0
-if final == tonumber(redis.call('HGET', KEYS[1], 'total')) then
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+if final == total then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
   redis.call('PUBLISH', KEYS[2], 'done')
 """ + ON_CLOSE + """
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {final, hook}
+return {final, total, cjson.decode(redis.call('HGET', KEYS[1], 'meta'))['created_at'], hook}
 """
 
 _IS_FINAL = f"(status == '{DONE}' or status == '{FAILED}' or status == '{CANCELLED}')"
@@ -123,6 +125,14 @@ class Job:
     @property
     def finished(self) -> bool:
         return self.finished_at is not None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What writing a chunk's results changed, for the metrics: when its job was created (time to
+    result) and whether this write finished the job."""
+    created_at: str
+    job_finished: bool
 
 
 @dataclass(frozen=True)
@@ -208,16 +218,19 @@ class JobStore:
         return self.redis.mget([self.image_key(job_id, i) for i in indices])
 
     def finish(self, job_id: str, results: dict[int, dict], model: dict | None = None,
-               chunks: list[list[int]] | None = None) -> None:
+               chunks: list[list[int]] | None = None) -> Written | None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
-        by default one chunk of exactly these images."""
+        by default one chunk of exactly these images. None if nothing new was written (the job
+        expired, or a chunk ran twice)."""
         chunks = [sorted(results)] if chunks is None else chunks
         args = [now_iso(), json.dumps(model) if model else "", self.ttl_s,
                 json.dumps([member(job_id, c) for c in chunks])]
         for index, record in results.items():
             args += [index, json.dumps(record)]
         keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
-        self._closed(job_id, self._finish(keys=keys, args=args))
+        written = self._finish(keys=keys, args=args)
+        self._closed(job_id, written)
+        return Written(written[2].decode(), written[0] == written[1]) if isinstance(written, list) else None
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""
@@ -244,7 +257,7 @@ class JobStore:
 
     def _closed(self, job_id: str, outcome: int | list[int]) -> None:
         """`outcome`: what _COUNT_FINAL returned (a number when nothing was counted)."""
-        if isinstance(outcome, list) and outcome[1] == 1:
+        if isinstance(outcome, list) and outcome[3] == 1:
             self._callback_due(job_id)
 
     def _callback_due(self, job_id: str) -> None:

@@ -41,6 +41,7 @@ class SettingError(ValueError):
 
 
 KINDS = {int: "a whole number (int)", float: "a number (float)", str: "text"}
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class Settings:
                                 "only to count how often it agrees (clients never see its answers)")
     worker_models: str = setting("", "comma-separated name@version of the models a worker serves, from the "
                                  "registry; empty: the model at MODEL_PATH")
-    host: str = setting("127.0.0.1", "the address the web app listens on; 0.0.0.0 opens it to other hosts")
+    host: str = setting("127.0.0.1", "the address the web app (and a worker's metrics) listen on; 0.0.0.0 opens "
+                        "it to other hosts")
     port: int = setting(8000, "the web app's port")
     web_processes: int = setting(0, "gunicorn processes; 0: min(4, cores)")
     web_connections: int = setting(1000, "connections one web process serves at once (gevent); it stops accepting beyond")
@@ -109,6 +111,16 @@ class Settings:
                                        "at most 60 s")
     worker_memory_mb: int = setting(1024, "address space a worker process may add after loading the model; "
                                     "an image that needs more fails alone: image_too_heavy; 0: no ceiling")
+    log_format: str = setting("text", "log lines as text (for a terminal) or json (one JSON object a line, for a "
+                              "log collector)")
+    worker_metrics_port: int = setting(9808, "the port where a worker serves its Prometheus metrics (its pool "
+                                       "processes' included) on HOST; 0 turns it off")
+    metrics_token: str = setting("", "when set, GET /metrics and the worker's metrics need the header "
+                                 "Authorization: Bearer <this value>")
+
+    def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise SettingError(f"LOG_FORMAT={self.log_format!r} is not valid: expected one of {', '.join(LOG_FORMATS)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":

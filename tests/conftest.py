@@ -40,8 +40,9 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def settings(redis_server) -> Settings:
-    """Database 0 of the session's Redis, which the session's `worker` serves."""
-    return Settings.from_env(redis_url=redis_server.url, worker_processes=1)
+    """Database 0 of the session's Redis, which the session's `worker` serves. Test workers serve
+    no metrics port unless a test gives one (tests/test_metrics.py), so they never contend for it."""
+    return Settings.from_env(redis_url=redis_server.url, worker_processes=1, worker_metrics_port=0)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from common.model_card import load_card
 from common.queue import make_celery
 from common.settings import REPO, Settings
 from common.webhooks import Callbacks
-from webapp import api, errors, guards, legacy, models, openapi, pages, status
+from webapp import api, errors, guards, legacy, metrics, models, openapi, pages, status
 
 API_VERSION = "1.0.0"
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> APIFlask:
     connect_services(app, settings)
     guards.init_app(app)
     models.init_app(app)
+    metrics.init_app(app)
     register_blueprints(app)
     errors.register(app)
     openapi.register(app, settings)

@@ -15,6 +15,7 @@ from webapp import examples, idempotency, schemas
 from webapp.errors import fail
 from webapp.guards import GUARD_ERRORS, long_poll_slot, submission
 from webapp.models import current, known
+from webapp.metrics import record_cancelled
 from webapp.openapi import errors
 from webapp.uploads import SUBMIT_ERRORS, UPLOAD_ERRORS, read_upload, submit
 
@@ -92,7 +93,11 @@ def get_job(job_id: str, query_data):
         "finish and keep their results. Cancelling again, or a finished job, changes nothing.",
         responses=errors(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNAVAILABLE))
 def cancel_job(job_id: str):
-    return found(current_app.extensions["jobs"].cancel(known_id(job_id)), job_id)
+    job_id, jobs = known_id(job_id), current_app.extensions["jobs"]
+    before = jobs.get(job_id)
+    after = jobs.cancel(job_id)
+    record_cancelled(before, after)
+    return found(after, job_id)
 
 
 @bp.get("/classes")

@@ -75,3 +75,12 @@ MODELS = {"routing": ROUTING, "models": [
      "precision": "fp32", "accuracy": {"images": 500, "top1": 0.974, "top3": 1.0},
      "real_world_accuracy": {"images": 390, "top1": 0.6718, "top3": 0.7897}, "share": 10.0, "workers": 1,
      "shadow": None}]}
+
+METRICS = """\
+# HELP sportclf_images_submitted_total Images in accepted jobs
+# TYPE sportclf_images_submitted_total counter
+sportclf_images_submitted_total 16.0
+# HELP sportclf_queue_depth Tasks waiting in each Celery queue
+# TYPE sportclf_queue_depth gauge
+sportclf_queue_depth{queue="celery"} 0.0
+"""

@@ -6,11 +6,15 @@ import time
 
 from gunicorn import util
 
+from common import exposition, logs
 from common.error_codes import ErrorCode
 from common.settings import Settings, cores
 from webapp.errors import UploadTooSlow
 
 settings = Settings.from_env()
+# Before any worker loads the app (and prometheus_client): every worker writes its metrics there,
+# and whichever answers GET /metrics adds them all up (webapp/metrics.py).
+metrics_directory = exposition.use_directory("web")
 bind = f"{settings.host}:{settings.port}"  # compose sets HOST=0.0.0.0
 workers = settings.web_processes or min(4, cores())
 worker_class = "gevent"
@@ -26,6 +30,7 @@ body_deadline_s = settings.web_body_deadline_s
 timeout = 60  # a worker silent this long is restarted; far above any request's legitimate wait
 graceful_timeout = 35  # lets a long poll (30 s at most) finish on restart
 accesslog = "-"
+logconfig_dict = logs.gunicorn_config(settings.log_format)  # LOG_FORMAT=json: access lines too
 
 
 def write_json_error(sock, status: int, reason: str, message: str) -> None:
@@ -72,3 +77,11 @@ def post_request(worker, req, environ, resp) -> None:
 
 def on_starting(server) -> None:
     util.write_error = write_json_error  # the one place gunicorn writes its errors; workers inherit it
+
+
+def child_exit(server, worker) -> None:
+    exposition.forget_process(worker.pid)
+
+
+def on_exit(server) -> None:
+    exposition.remove_own(metrics_directory)

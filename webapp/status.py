@@ -7,7 +7,7 @@ from redis.exceptions import RedisError
 
 from common import workers
 from common.routing import Routing
-from webapp import examples, schemas
+from webapp import examples, metrics, schemas
 from webapp.models import current
 
 bp = APIBlueprint("status", __name__, tag="Operations")
@@ -59,3 +59,13 @@ def public_problem(problem: str) -> str:
     """What went wrong, without the details after the first colon (an exception's text, which can
     name files and folders on the worker's host); the worker's log has them in full."""
     return f"{problem.split(':', 1)[0]} (details in the worker's log)"
+
+
+@bp.get("/metrics")
+@bp.doc(summary="Prometheus metrics", description="The service's metrics in Prometheus's text format (README, "
+        "\"Operating it\"). Open like /health, unless `METRICS_TOKEN` is set: then it needs "
+        "`Authorization: Bearer <token>`.", responses={200: {
+            "description": "every web process's metrics, and the queue and workers as Redis has them",
+            "content": {"text/plain": {"schema": {"type": "string"}, "example": examples.METRICS}}}})
+def get_metrics():
+    return metrics.scrape()

@@ -21,6 +21,7 @@ from common.queue import enqueue
 from common.webhooks import check_url
 from webapp import idempotency
 from webapp.errors import fail
+from webapp.metrics import record_submitted
 from webapp.models import route
 
 FIELD = "file"
@@ -131,6 +132,7 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
         if idempotency_key:  # the client hears 503: its retry with this key should try again
             idempotency.forget(idempotency_key)
         fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
+    record_submitted(job)
     return None
 
 

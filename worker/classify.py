@@ -9,6 +9,7 @@ import numpy as np
 from common.error_codes import ErrorCode
 from common.jobs import JobStore, failure, success
 from common.preprocess import ImageError, preprocess
+from worker import metrics
 from worker.inference import Classifier
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
         return
     if started.attempt > MAX_ATTEMPTS:
         message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
-        store.fail(job_id, [indices], ErrorCode.WORKER_CRASHED, message)
+        crashed = {index: failure(ErrorCode.WORKER_CRASHED, message) for index in indices}
+        metrics.record_chunk(job_id, indices, None, crashed, store.finish(job_id, crashed, chunks=[indices]))
         return
     results, inputs = {}, {}
     for index, data in zip(started.indices, store.images(job_id, started.indices)):
@@ -43,7 +45,8 @@ def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices
             log.exception("job %s image %d: unexpected decoding error", job_id, index)
             results[index] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
     results |= _predict(classifier, inputs, job_id)
-    store.finish(job_id, results, classifier.identity, [indices])
+    written = store.finish(job_id, results, classifier.identity, [indices])
+    metrics.record_chunk(job_id, indices, classifier.identity, results, written)
 
 
 def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str) -> dict[int, dict]:

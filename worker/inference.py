@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -9,6 +10,7 @@ import onnxruntime as ort
 from common.model_card import load_card, model_identity
 from common.preprocess import Preprocessing
 from common.settings import cores
+from worker import metrics
 
 
 def calibrated(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -52,7 +54,9 @@ class Classifier:
     def predict(self, batch: np.ndarray) -> list[dict]:
         """(N, 3, H, W) float32 -> for each image its three most likely sports (most likely first, with
         calibrated confidences) and whether the first is sure enough to state without a "maybe"."""
+        started = time.perf_counter()
         probabilities = calibrated(self.probabilities(batch), self.temperature)
+        metrics.record_inference(self.identity, len(batch), time.perf_counter() - started)
         best = np.argsort(-probabilities, axis=1)[:, :3]
         return [
             {"top3": [{"label": self.card["classes"][c], "display_name": self.card["display_names"][c],
