@@ -36,7 +36,8 @@ sportclf_images_finished_total{outcome,code,model,version}, sportclf_queue_depth
 sportclf_time_to_result_seconds, sportclf_inference_batch_size{model,version},
 sportclf_inference_seconds{model,version},
 sportclf_decode_failures_total{code}, sportclf_top1_confidence{model,version},
-sportclf_worker_heartbeat_age_seconds{worker}
+sportclf_worker_heartbeat_age_seconds{worker},
+sportclf_shadow_images_compared_total{model,version}, sportclf_shadow_images_agreed_total{model,version}
 """
 HISTOGRAMS = {"sportclf_http_request_duration_seconds", "sportclf_time_to_result_seconds",
               "sportclf_inference_batch_size", "sportclf_inference_seconds", "sportclf_top1_confidence"}

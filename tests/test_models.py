@@ -20,7 +20,6 @@ from common.jobs import JobStore
 from common.queue import DEFAULT_MODEL, queue_for
 from common.registry import entry, registry, served_models
 from common.routing import Routing, Split
-from common.shadow import agreements
 from common.settings import REPO, Settings
 from harness import RedisServer, Worker, serve, valid_images, wait_for
 from webapp import create_app
@@ -167,8 +166,10 @@ def test_a_shadow_model_counts_agreement_unseen_by_clients(web, stack):
     # The two models agree on nearly every valid photo; a disagreement would be a counted fact, not an error.
     assert shadow["share"] == 100 and 5 <= shadow["agreed"] <= 6
     assert shadow["agreement"] == round(shadow["agreed"] / 6, 4)
-    counts = {key: shadow[key] for key in ("compared", "agreed", "agreement")}
-    assert agreements(Redis.from_url(stack.redis_url)) == {FP32: counts}  # what the metrics endpoint reads
+    metrics = web.get("/metrics").get_data(as_text=True)
+    labels = '{model="%s",version="%s"}' % tuple(FP32.split("@"))
+    assert f"sportclf_shadow_images_compared_total{labels} 6.0" in metrics
+    assert f"sportclf_shadow_images_agreed_total{labels} {float(shadow['agreed'])}" in metrics
     assert patch(web, {"shadow": None}).status_code == 200
 
 

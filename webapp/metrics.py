@@ -21,7 +21,7 @@ from flask import Response, current_app, g, request
 from redis import Redis
 from redis.exceptions import RedisError
 
-from common import exposition, workers
+from common import exposition, shadow, workers
 from common.chunks import PENDING
 from common.error_codes import ErrorCode
 from common.jobs import CANCELLED, FAILED
@@ -63,7 +63,7 @@ class ServiceState:
         from prometheus_client.core import GaugeMetricFamily as Gauge  # see the module's doc
         up = Gauge("sportclf_redis_up", "1 if this scrape could read Redis, else 0")
         try:
-            families = [self._queues(Gauge), self._pending(Gauge), self._heartbeats(Gauge)]
+            families = [self._queues(Gauge), self._pending(Gauge), self._heartbeats(Gauge), *self._shadows()]
         except RedisError as exc:
             log.warning("metrics: Redis unreadable: %s", exc)
             families = []
@@ -92,6 +92,18 @@ class ServiceState:
             if left_ms > 0:
                 age.add_metric([key.decode().removeprefix(workers.PREFIX)], workers.TTL_S - left_ms / 1000)
         return age
+
+    def _shadows(self):
+        """Images each shadow model classified beside a job's own model, and how many it agreed on
+        (same top-1): their ratio is what to read before a promotion. Counted anew when a shadow is set."""
+        from prometheus_client.core import CounterMetricFamily as Counter  # see the module's doc
+        labels = ["model", "version"]
+        compared = Counter("sportclf_shadow_images_compared", "Images a shadow model classified too", labels=labels)
+        agreed = Counter("sportclf_shadow_images_agreed", "Of those, images whose top-1 was the same", labels=labels)
+        for model_id, counts in shadow.agreements(self.redis).items():
+            compared.add_metric(model_id.split("@", 1), counts["compared"])
+            agreed.add_metric(model_id.split("@", 1), counts["agreed"])
+        return [compared, agreed]
 
 
 def init_app(app: APIFlask) -> None:
