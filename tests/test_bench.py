@@ -20,6 +20,8 @@ def test_quick_bench_runs_every_phase_without_failures(tmp_path):
     assert results["failures"] == 0
     assert {(r["precision"], r["batch"]) for r in results["ceiling"]["rows"]} == {("fp32", 1), ("fp32", 16), ("int8", 1), ("int8", 16)}
     assert {(s["job_size"], s["clients"]) for s in results["service"]} == {(1, 1), (1, 4), (1, 16), (16, 1), (16, 4), (16, 16)}
+    assert [p["clients"] for p in results["peer"]] == [1, 4, 16]
+    assert results["resets"] == results["server_errors"] == 0
     assert [s["worker_processes"] for s in results["scaling"]] == [1, 2, 3]
     assert all(ms > 0 for ms in results["breakdown"]["median_ms"].values())  # NaN too fails: no task timings
     assert all(value > 0 for value in results["ratios"].values())
