@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
 
-from common.chunks import PENDING, ChunkScheduler, member
+from common.chunks import BATCH, PENDING, ChunkScheduler, member
 from common.settings import Settings
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -150,9 +151,10 @@ class JobStore:
         return f"{self.key(job_id)}:done"
 
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
-               chunks: list[list[int]] = ()) -> None:
+               chunks: list[list[int]] = (), heavy: Collection[int] = (), queue: str | None = None) -> None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
-        `chunks` are pending until their results are written (see common/chunks.py)."""
+        `chunks` are pending until their results are written (see common/chunks.py). With a
+        `queue`, the chunks without a `heavy` image are listed ready to batch in the same step."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
@@ -160,34 +162,64 @@ class JobStore:
             fields[str(index)] = json.dumps(failures.get(index, {"status": QUEUED}))
         if len(failures) == total:
             fields["finished_at"] = now_iso()
+        if heavy:
+            fields["heavy"] = json.dumps(sorted(heavy))
         with self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
             for index, data in images.items():
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
             self.chunks.schedule(pipe, job_id, chunks)
+            if queue is not None:
+                self.chunks.ready(pipe, queue, job_id, [c for c in chunks if not set(c) & set(heavy)])
             pipe.execute()
+
+    def heavy_images(self, job_id: str) -> list[int]:
+        """The job's images that run alone (costly to decode), for a worker queueing its chunks again."""
+        return json.loads(self.redis.hget(self.key(job_id), "heavy") or "[]")
 
     def mark_running(self, job_id: str, indices: list[int]) -> Started | None:
         """Starts a chunk (see _MARK_RUNNING); None if the job expired."""
-        started = self._mark_running(keys=[self.key(job_id)], args=indices)
-        return None if started is None else Started(started[0], started[1:])
+        return self.mark_all_running([(job_id, indices)])[0]
+
+    def mark_all_running(self, chunks: list[tuple[str, list[int]]]) -> list[Started | None]:
+        """Starts chunks of any jobs in one round trip: for each, what mark_running answers."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, indices in chunks:
+                self._mark_running(keys=[self.key(job_id)], args=indices, client=pipe)
+            answers = pipe.execute()
+        return [None if a is None else Started(a[0], a[1:]) for a in answers]
 
     def images(self, job_id: str, indices: list[int]) -> list[bytes | None]:
         """The waiting images' bytes, in one round trip (None where gone)."""
-        return self.redis.mget([self.image_key(job_id, i) for i in indices])
+        return self.all_images([(job_id, i) for i in indices])
+
+    def all_images(self, images: list[tuple[str, int]]) -> list[bytes | None]:
+        """Bytes of images of any jobs, (job id, index) each, in one round trip (None where gone)."""
+        return self.redis.mget([self.image_key(job_id, i) for job_id, i in images]) if images else []
 
     def finish(self, job_id: str, results: dict[int, dict], model: dict | None = None,
-               chunks: list[list[int]] | None = None) -> None:
+               chunks: list[list[int]] | None = None, client=None) -> None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
-        by default one chunk of exactly these images."""
+        by default one chunk of exactly these images. `client`: a pipeline to add the step to."""
         chunks = [sorted(results)] if chunks is None else chunks
         args = [now_iso(), json.dumps(model) if model else "", self.ttl_s,
                 json.dumps([member(job_id, c) for c in chunks])]
         for index, record in results.items():
             args += [index, json.dumps(record)]
         keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
-        self._finish(keys=keys, args=args)
+        self._finish(keys=keys, args=args, client=client)
+
+    def finish_all(self, results: list[tuple[str, list[int], dict[int, dict], dict | None]],
+                   task_id: str | None = None) -> None:
+        """finish() for chunks of any jobs, (job id, chunk, results, model) each, in one transaction
+        that also forgets what task `task_id` took (common/chunks.py): one round trip for a batch."""
+        with self.redis.pipeline() as pipe:
+            for job_id, chunk, chunk_results, model in results:
+                self.finish(job_id, chunk_results, model, [chunk], client=pipe)
+            if task_id:
+                pipe.delete(BATCH + task_id)
+            pipe.execute()
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""

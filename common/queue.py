@@ -1,11 +1,19 @@
 """The Celery app both sides agree on, and the one way work gets queued. The web process only
 sends tasks by name, so it never imports the worker's code (nor onnxruntime); the worker
-registers the task under that name."""
+registers the task under that name.
+
+Two queues per model: light chunks on `queue_for(model)`, which workers batch across jobs
+(worker/classify.py), and chunks of one heavy image on `heavy_queue(...)`, each run alone. A worker
+consumes both unless told otherwise (`-Q`/`-X`); `make run` and compose give the heavy queue a
+worker process of its own, so heavy images never hold every process while light jobs wait."""
 from __future__ import annotations
 
 import logging
 
+from collections.abc import Collection
+
 from celery import Celery
+from kombu import Queue
 from redis.exceptions import RedisError
 
 from common.jobs import JobStore
@@ -14,6 +22,17 @@ from common.settings import Settings
 CLASSIFY_TASK = "worker.classify_images"
 CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
 log = logging.getLogger(__name__)
+
+
+def queue_for(model: str) -> str:
+    """The queue of a model's light chunks (`model`: its card's name): with one model served,
+    Celery's default queue."""
+    return CELERY_QUEUE
+
+
+def heavy_queue(queue: str) -> str:
+    """The queue of the chunks of `queue`'s model that hold one heavy image each."""
+    return f"{queue}.heavy"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -33,6 +52,7 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=settings.task_time_limit_s,
         task_acks_on_timeout=False,
         task_default_queue=CELERY_QUEUE,
+        task_queues=[Queue(CELERY_QUEUE), Queue(heavy_queue(CELERY_QUEUE))],
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             # Sweep for abandoned tasks often (kombu's default sweep is every ~100 s).
@@ -46,14 +66,23 @@ def make_celery(settings: Settings) -> Celery:
     return celery
 
 
-def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]) -> list[list[int]]:
-    """Sends one task per pending chunk and marks the sent ones dispatched. Returns the chunks the
-    broker refused (from the first refusal on): they stay pending, for the caller to fail or to
+def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]], heavy: Collection[int] = (),
+            queue: str = CELERY_QUEUE, listed: bool = False) -> list[list[int]]:
+    """Sends one task per pending chunk and marks the sent ones dispatched: a chunk with a `heavy`
+    image to the heavy queue, to run alone; the others to `queue`, to batch, listed as ready
+    first unless `listed` (the web process lists them as it stores the job). Returns the chunks
+    the broker refused (from the first refusal on): they stay pending, for the caller to fail or to
     leave for a worker to queue once due."""
+    light = [c for c in chunks if not set(c) & set(heavy)]
+    if not listed:
+        jobs.chunks.make_ready(queue, job_id, light)
     sent = 0
     for chunk in chunks:
         try:
-            celery.send_task(CLASSIFY_TASK, args=[job_id, chunk])
+            if chunk in light:
+                celery.send_task(CLASSIFY_TASK, args=[job_id, chunk], kwargs={"batch_from": queue}, queue=queue)
+            else:
+                celery.send_task(CLASSIFY_TASK, args=[job_id, chunk], queue=heavy_queue(queue))
         except Exception:  # OperationalError mostly, but kombu has raised others mid-failure (issue 13)
             log.warning("job %s: the broker refused chunks %s", job_id, chunks[sent:], exc_info=True)
             break

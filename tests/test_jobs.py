@@ -118,3 +118,32 @@ def test_cancel_ends_queued_images_and_lets_running_ones_finish(store):
     job = store.get(job_id)
     assert job.finished and [image["status"] for image in job.images] == [DONE, CANCELLED, DONE]
     assert store.cancel(job_id) == job  # again: nothing changes
+
+
+def test_a_task_takes_its_chunk_with_those_waiting_behind_it_up_to_the_batch(store):
+    """Batching across jobs (common/chunks.py): the first task to run takes the waiting chunks of
+    other jobs too; their own tasks then find nothing to do; a new delivery of the first task (its
+    process died) takes the same chunks again, until their results are written."""
+    queue = f"test-{uuid.uuid4()}"  # a queue of its own: no session worker takes from it
+    jobs = [str(uuid.uuid4()) for _ in range(4)]
+    for job_id, chunks in zip(jobs, ([[0]], [[0, 1]], [[0]], [[0, 1, 2]])):
+        store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"][:len(chunks[0])], {i: b"x" for i in chunks[0]}, {}, chunks,
+                     queue=queue)
+    redelivered, taken = store.chunks.take("task-b", queue, jobs[1], [0, 1], 4, 60)
+    assert not redelivered and taken == [(jobs[1], [0, 1]), (jobs[0], [0]), (jobs[2], [0])]  # 4 images at most
+    assert store.chunks.take("task-a", queue, jobs[0], [0], 4, 60) == (False, [])  # taken by task-b
+    assert store.chunks.take("task-b", queue, jobs[1], [0, 1], 4, 60) == (True, taken)
+    store.finish_all([(job_id, chunk, {i: success(PREDICTION) for i in chunk}, MODEL) for job_id, chunk in taken],
+                     "task-b")
+    assert store.chunks.take("task-b", queue, jobs[1], [0, 1], 4, 60) == (False, [])  # done: a late copy ends
+    assert store.chunks.take("task-d", queue, jobs[3], [0, 1, 2], 4, 60) == (False, [(jobs[3], [0, 1, 2])])
+    assert [statuses(store, job_id) for job_id in jobs[:3]] == [[DONE], [DONE, DONE], [DONE]]
+
+
+def test_heavy_chunks_are_never_listed_to_batch(store):
+    queue = f"test-{uuid.uuid4()}"
+    job_id = str(uuid.uuid4())
+    store.create(job_id, ["a.jpg", "b.png", "c.jpg"], {i: b"x" for i in range(3)}, {}, [[0, 2], [1]], heavy=[1],
+                 queue=queue)
+    assert store.redis.lrange(f"jobs:ready:{queue}", 0, -1) == [f"{job_id} 0,2".encode()]
+    assert store.heavy_images(job_id) == [1]

@@ -14,7 +14,7 @@ from common.chunks import chunked
 from common.error_codes import ErrorCode
 from common.jobs import failure
 from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
-from common.queue import enqueue
+from common.queue import enqueue, queue_for
 from webapp.errors import fail
 
 FIELD = "file"
@@ -74,9 +74,9 @@ def submit(job: NewJob) -> None:
     If this process dies in between, workers queue the chunks (see common/chunks.py). If the broker
     fails part-way, the chunks not queued fail visibly and the client gets a 503."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
-    chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
-    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks)
-    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks)
+    chunks, queue = chunked(sorted(job.images), settings.chunk_size, job.heavy), queue_for(current_app.extensions["model_card"]["name"])
+    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, job.heavy, queue)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, queue, listed=True)
     if refused:
         try:
             jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")

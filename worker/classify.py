@@ -1,4 +1,22 @@
-"""What a worker does with one chunk of a job: plain logic, testable without a broker."""
+"""What a worker does with the chunks it takes: plain logic, testable without a broker.
+
+Batching across jobs: a task takes its own chunk and the light chunks waiting behind it, of any
+jobs, up to `BATCH_IMAGES` images (common/chunks.py), and classifies them as one inference: one
+round trip marks them running, one reads their images, one writes every job's results. Each chunk
+keeps its own Celery task, so every guarantee stays Celery's and the job store's:
+- nothing is lost on SIGKILL: the task is acknowledged after the results are written; when its
+  process dies Celery delivers it again, and the new delivery takes the same chunks (recorded under
+  its task id), while the tasks of the chunks it took have ended at once, having found them taken;
+- a poison image fails alone: after such a death, the chunks of the batch run one by one, so
+  attempts are counted per chunk (as before) and only the chunk that keeps killing workers fails,
+  whichever jobs shared its batch; a bad image (not decodable) fails alone in any case;
+- results stay idempotent (one script per chunk, as before); cancel ends a taken chunk unrun;
+- heavy chunks never join a batch: they go to a queue of their own (common/queue.py).
+Why not a library: celery-batches buffers messages in the consumer and hands the list to the
+pool with no time limit and no rejection when the pool process dies (its acks_late path only acks
+on return), so a SIGKILL mid-batch would leave the messages held until the visibility timeout and a
+stuck batch would never be killed. Celery's prefetch hands over one message per task run.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,7 +25,7 @@ import math
 import numpy as np
 
 from common.error_codes import ErrorCode
-from common.jobs import JobStore, failure, success
+from common.jobs import JobStore, Started, failure, success
 from common.preprocess import ImageError, preprocess
 from worker.inference import Classifier
 
@@ -16,46 +34,85 @@ log = logging.getLogger(__name__)
 # A chunk started this often without finishing (its process crashed, or it ran past the time
 # limit) holds an image that kills workers: its images fail rather than loop forever.
 MAX_ATTEMPTS = 3
+Chunk = tuple[str, list[int]]  # (job id, image indices)
 
 
 def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int,
                    max_decode_mb: float = math.inf) -> None:
-    """Classifies the chunk's images in one batched inference; each bad image fails alone.
+    """Classifies one chunk alone (a heavy image's, or one of a batch run one by one)."""
+    classify_batch(store, classifier, [(job_id, indices)], max_pixels, max_decode_mb)
+
+
+def classify_taken(store: JobStore, classifier: Classifier, chunks: list[Chunk], redelivered: bool,
+                   task_id: str, max_pixels: int, max_decode_mb: float = math.inf) -> None:
+    """A task's batch as one inference; taken again after its process died, chunk by chunk, so
+    that a chunk whose image kills workers reaches its attempt limit alone."""
+    if redelivered and len(chunks) > 1:
+        log.warning("task %s: running the %d chunks of a batch that stopped a worker one by one", task_id, len(chunks))
+        for chunk in chunks:
+            classify_batch(store, classifier, [chunk], max_pixels, max_decode_mb)
+        store.finish_all([], task_id)
+    else:
+        classify_batch(store, classifier, chunks, max_pixels, max_decode_mb, task_id)
+
+
+def classify_batch(store: JobStore, classifier: Classifier, chunks: list[Chunk], max_pixels: int,
+                   max_decode_mb: float = math.inf, task_id: str | None = None) -> None:
+    """Classifies chunks of any jobs in one batched inference; each bad image fails alone.
     Redis errors propagate (the job store's client retries them); nothing else escapes."""
-    started = store.mark_running(job_id, indices)
+    ends, runnable = [], []
+    for (job_id, indices), started in zip(chunks, store.mark_all_running(chunks)):
+        end = _end_unrun(job_id, indices, started)
+        if end is not None:
+            ends.append(end)
+        elif started is not None:
+            runnable.append((job_id, indices, started.indices))
+    results = _classify(store, classifier, runnable, max_pixels, max_decode_mb)
+    ends += [(job_id, indices, {i: results[job_id, i] for i in todo}, classifier.identity)
+             for job_id, indices, todo in runnable]
+    store.finish_all(ends, task_id)
+
+
+def _end_unrun(job_id: str, indices: list[int], started: Started | None) -> tuple | None:
+    """How a chunk that must not run ends (a finish_all entry), or None to run it (or, for an
+    expired job, to leave it: there is nothing left to write)."""
     if started is None:
         log.warning("job %s expired before its images %s ran", job_id, indices)
-        return
+        return None
     if not started.indices:  # the job was cancelled (or the chunk already finished): end it, unrun
-        store.finish(job_id, {}, chunks=[indices])
-        return
+        return job_id, indices, {}, None
     if started.attempt > MAX_ATTEMPTS:
         message = f"classifying this batch stopped a worker {MAX_ATTEMPTS} times; one of its images is to blame"
-        store.fail(job_id, [indices], ErrorCode.WORKER_CRASHED, message)
-        return
+        return job_id, indices, {i: failure(ErrorCode.WORKER_CRASHED, message) for i in indices}, None
+    return None
+
+
+def _classify(store: JobStore, classifier: Classifier, runnable: list[tuple], max_pixels: int,
+              max_decode_mb: float) -> dict[tuple[str, int], dict]:
+    """Each image's final record, keyed (job id, index): decoded one by one, inferred together."""
+    images = [(job_id, i) for job_id, _, todo in runnable for i in todo]
     results, inputs = {}, {}
-    for index, data in zip(started.indices, store.images(job_id, started.indices)):
+    for image, data in zip(images, store.all_images(images)):
         try:
-            inputs[index] = _prepare(data, classifier, max_pixels, max_decode_mb)
+            inputs[image] = _prepare(data, classifier, max_pixels, max_decode_mb)
         except ImageError as exc:
-            results[index] = failure(exc.code, exc.message)
+            results[image] = failure(exc.code, exc.message)
         except Exception:  # a decoder bug must cost one image, never the worker
-            log.exception("job %s image %d: unexpected decoding error", job_id, index)
-            results[index] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
-    results |= _predict(classifier, inputs, job_id)
-    store.finish(job_id, results, classifier.identity, [indices])
+            log.exception("job %s image %d: unexpected decoding error", *image)
+            results[image] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
+    return results | _predict(classifier, inputs)
 
 
-def _predict(classifier: Classifier, inputs: dict[int, np.ndarray], job_id: str) -> dict[int, dict]:
+def _predict(classifier: Classifier, inputs: dict[tuple[str, int], np.ndarray]) -> dict[tuple[str, int], dict]:
     if not inputs:
         return {}
     try:
         predictions = classifier.predict(np.stack(list(inputs.values())))
     except Exception:  # the runtime failing must end these images visibly, not leave them running
-        log.exception("job %s: inference failed", job_id)
+        log.exception("jobs %s: inference failed", sorted({job_id for job_id, _ in inputs}))
         message = "the model could not classify this image"
-        return {index: failure(ErrorCode.INFERENCE_ERROR, message) for index in inputs}
-    return {index: success(prediction) for index, prediction in zip(inputs, predictions)}
+        return {image: failure(ErrorCode.INFERENCE_ERROR, message) for image in inputs}
+    return {image: success(prediction) for image, prediction in zip(inputs, predictions)}
 
 
 def _prepare(data: bytes | None, classifier: Classifier, max_pixels: int, max_decode_mb: float) -> np.ndarray:

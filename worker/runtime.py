@@ -24,7 +24,7 @@ from redis.retry import Retry
 
 from common import workers
 from common.jobs import JobStore
-from common.queue import CELERY_QUEUE, enqueue
+from common.queue import CELERY_QUEUE, enqueue, heavy_queue
 from common.settings import Settings
 from worker.inference import Classifier, default_threads
 
@@ -75,7 +75,7 @@ class Runtime:
         """Queues the pending chunks nobody queued (their web process died) or whose task was lost;
         a chunk the broker refuses stays pending and comes due again."""
         for job_id, chunk in self.jobs.chunks.claim_due():
-            if not enqueue(self.app, self.jobs, job_id, [chunk]):
+            if not enqueue(self.app, self.jobs, job_id, [chunk], self.jobs.heavy_images(job_id)):
                 log.warning("queued images %s of job %s, which were not queued or not finished in time", chunk, job_id)
 
 
@@ -124,7 +124,8 @@ class Lifecycle:
 
     def stop_consuming_without_model(self, sender, **_) -> None:
         if self.model_problem:
-            sender.cancel_task_queue(CELERY_QUEUE)
+            for queue in (CELERY_QUEUE, heavy_queue(CELERY_QUEUE)):
+                sender.cancel_task_queue(queue)
 
     def start_process(self, **_) -> None:
         if not self.model_problem:
