@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from apiflask import APIBlueprint
-from flask import current_app, url_for
+from apiflask import APIBlueprint, HTTPError
+from flask import current_app, jsonify, url_for
 
 from common.error_codes import ErrorCode
 from common.jobs import QUEUED, Job
@@ -20,10 +20,17 @@ from webapp.uploads import UPLOAD_ERRORS, read_upload, submit
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
 
 MAX_WAIT_S = 30.0
+# POST ?wait's other answer: the job, finished within the wait (its JobOut document).
+FINISHED_JOB = {"description": "finished within `wait` seconds: the job, as GET answers it",
+                "headers": {"Location": {"description": "the job's status_url", "schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobOut"},
+                                                 "example": examples.JOB_DONE}}}
 DESCRIPTION = """Tells which of 100 sports a photo shows.
 
 Submit images with `POST /api/v1/jobs`, then poll the `status_url` it returns (add `?wait=S`,
-S ≤ 30, to hold the request until the job is done); `DELETE` it to cancel. Every error body is
+S ≤ 30, to hold the request until the job is done); `DELETE` it to cancel. `POST ...?wait=S` holds
+the submission itself: the finished job comes back (200) if it finishes within S seconds, one
+exchange for a lone photo. Every error body is
 `{{"error": {{"code", "message"}}}}`.
 
 **Limits**: {s.max_images_per_job} images per job, {s.max_image_bytes:,} bytes per image,
@@ -49,17 +56,45 @@ def found(job: Job | None, job_id: str) -> dict:
 @bp.post("/jobs")
 @submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.UploadIn, location="files", validation=False, examples=examples.UPLOAD)
-@bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)",
+@bp.input(schemas.WaitQuery, location="query")
+@bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location "
+           "header). With `wait`: accepted, and not finished within `wait` seconds",
            example=examples.JOB_ACCEPTED, headers=schemas.LocationHeader)
 @bp.doc(summary="Submit images for classification",
-        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`",
-        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS))
-def create_job(files_data):
+        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`. With `?wait=S` the request is "
+        "held until the job is done, for at most S seconds (≤ 30): done in time, the answer is the job itself (200).",
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, ErrorCode.INVALID_WAIT) | {200: FINISHED_JOB})
+def create_job(files_data, query_data):
+    wait = valid_wait(query_data["wait"])
     job = read_upload(current_app.extensions["settings"].max_images_per_job)
     submit(job)
     status_url = url_for("api.get_job", job_id=job.job_id)
+    finished = finished_within(job.job_id, wait) if wait else None
+    if finished is not None:  # a Response, as is: @bp.output's schema (JobAccepted) is the 202's
+        response = jsonify(found(finished, job.job_id))
+        response.headers["Location"] = status_url
+        return response
     body = {"job_id": job.job_id, "status": QUEUED, "total": len(job.filenames), "status_url": status_url}
     return body, 202, {"Location": status_url}
+
+
+def finished_within(job_id: str, wait: float) -> Job | None:
+    """The job if it finishes within `wait` seconds; else None, as when the client holds its most
+    long polls already: the job is accepted either way, and the 202 says where to poll."""
+    try:
+        with long_poll_slot(wait):
+            job = current_app.extensions["jobs"].wait(job_id, wait)
+    except HTTPError as exc:
+        if exc.status_code != ErrorCode.TOO_MANY_LONG_POLLS.status:
+            raise
+        return None
+    return job if job is not None and job.finished else None
+
+
+def valid_wait(wait: float) -> float:
+    if not 0 <= wait <= MAX_WAIT_S:
+        fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+    return wait
 
 
 @bp.get("/jobs/<job_id>")
@@ -69,9 +104,7 @@ def create_job(files_data):
         responses=errors(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_WAIT,
                          ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.UNAVAILABLE))
 def get_job(job_id: str, query_data):
-    wait = query_data["wait"]
-    if not 0 <= wait <= MAX_WAIT_S:
-        fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+    wait = valid_wait(query_data["wait"])
     job_id, jobs = known_id(job_id), current_app.extensions["jobs"]
     if wait == 0:
         return found(jobs.get(job_id), job_id)
