@@ -8,12 +8,14 @@ whose task was lost or dropped on the way (an error, a broker losing a message) 
 Workers queue the chunks that fall due; results are written idempotently, so a chunk run twice is
 harmless.
 
-Batching across jobs: each light chunk is also listed, oldest first, in its queue's ready list
-(`jobs:ready:<queue>`), and still gets a Celery task of its own. The task that runs first takes
-its own chunk out of the list with the chunks waiting behind it, up to a batch of images, and
-records what it took under its task id (`jobs:batch:<task id>`) until their results are written;
-the tasks of the chunks it took find theirs gone and end at once. Why this and not a library, and
-how each guarantee survives: worker/classify.py.
+Batching across jobs: light chunks wait, oldest first, in their queue's ready list
+(`jobs:ready:<queue>`). A worker task takes chunks from its head, of any jobs, up to a batch of
+images, and records them under its task id (`jobs:batch:<task id>`) until their results are
+written; it goes on taking until the list is empty. Celery messages are only wake-ups: one is sent
+when a chunk is listed in an empty list (no task is draining it then), and one by a task that
+leaves chunks behind (another process can start on them). A wake-up lost on the way is made up by
+the workers' sweeper: a list that no task took from for `dispatch_grace_s` gets a new one. Why this
+design, and how each guarantee survives: worker/classify.py.
 """
 from __future__ import annotations
 
@@ -51,36 +53,54 @@ return claimed
 """
 
 
-# Task KEYS[2] takes its chunk ARGV[1] from ready list KEYS[1], with the chunks queued before it or
-# after it, oldest first, while the batch holds at most ARGV[2] images; records them for ARGV[3]
-# seconds. Returns {0, taken} ({0} if the chunk was taken by another task, or is done), or, for a
-# task delivered again after its process died, {1, what it took then}.
-_TAKE = """
+# Task KEYS[2] takes chunks from the head of ready list KEYS[1] while the batch holds at most
+# ARGV[1] images (at least one chunk), records them for ARGV[2] seconds, counts them as queued in
+# pending set KEYS[3] (due again after ARGV[3] s, as a queued chunk) and notes when (KEYS[4]).
+# Returns {redelivered, taken (JSON), chunks left}: a task delivered again after its process died
+# gets what it took then.
+_TAKE = _NOW + """
 local taken = redis.call('GET', KEYS[2])
-if taken then return {1, taken} end
-if redis.call('LREM', KEYS[1], 0, ARGV[1]) == 0 then return {0} end
+if taken then return {1, taken, redis.call('LLEN', KEYS[1])} end
 local function size(m) return select(2, string.gsub(m, ',', '')) + 1 end
-local chunks, images = {ARGV[1]}, size(ARGV[1])
+local chunks, images = {}, 0
 while true do
   local nxt = redis.call('LINDEX', KEYS[1], 0)
-  if not nxt or images + size(nxt) > tonumber(ARGV[2]) then break end
+  if not nxt or (#chunks > 0 and images + size(nxt) > tonumber(ARGV[1])) then break end
   redis.call('LPOP', KEYS[1])
+  redis.call('ZADD', KEYS[3], 'XX', now + ARGV[3], nxt)
   table.insert(chunks, nxt)
   images = images + size(nxt)
 end
+redis.call('SET', KEYS[4], now)
+if #chunks == 0 then return {0, '[]', 0} end
 taken = cjson.encode(chunks)
-redis.call('SET', KEYS[2], taken, 'EX', ARGV[3])
-return {0, taken}
+redis.call('SET', KEYS[2], taken, 'EX', ARGV[2])
+return {0, taken, redis.call('LLEN', KEYS[1])}
 """
 
-# Lists chunks ARGV[..] as ready in KEYS[1], once each, at the back.
+# Lists chunks ARGV[..] as ready in KEYS[1], once each, at the back; returns how many were
+# listed before (0: no task is draining the list, so the caller must send a wake-up).
 _MAKE_READY = """
-for _, m in ipairs(ARGV) do redis.call('LREM', KEYS[1], 0, m); redis.call('RPUSH', KEYS[1], m) end
+for _, m in ipairs(ARGV) do redis.call('LREM', KEYS[1], 0, m) end
+return redis.call('RPUSH', KEYS[1], unpack(ARGV)) - #ARGV
+"""
+
+# True (and noted, so one sweeper acts) when ready list KEYS[1] holds chunks but no task took
+# from it for ARGV[1] seconds (KEYS[2]: when one last did): its wake-up was lost.
+_STALLED = _NOW + """
+if redis.call('LLEN', KEYS[1]) == 0 then return 0 end
+if now - tonumber(redis.call('GET', KEYS[2]) or 0) < tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], now)
+return 1
 """
 
 
 def ready_key(queue: str) -> str:
     return f"jobs:ready:{queue}"
+
+
+def taken_key(queue: str) -> str:
+    return f"jobs:ready:{queue}:taken_at"
 
 
 def parse(due: bytes | str) -> tuple[str, list[int]]:
@@ -109,6 +129,7 @@ class ChunkScheduler:
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._take = redis.register_script(_TAKE)
         self._make_ready = redis.register_script(_MAKE_READY)
+        self._stalled = redis.register_script(_STALLED)
 
     def schedule(self, pipe: Pipeline, job_id: str, chunks: list[list[int]]) -> None:
         """Adds the chunks to `pipe` (the transaction that stores their job), due after the grace."""
@@ -128,19 +149,27 @@ class ChunkScheduler:
         that caller dies first)."""
         return [parse(due) for due in self._claim_due(keys=[PENDING], args=[self.dispatch_grace_s, self.job_prefix])]
 
-    def ready(self, pipe: Pipeline, queue: str, job_id: str, chunks: list[list[int]]) -> None:
-        """Adds to `pipe` (the transaction that stores their job) the listing of chunks to batch."""
+    def ready(self, pipe: Pipeline, queue: str, job_id: str, chunks: list[list[int]]) -> bool:
+        """Adds to `pipe` (the transaction that stores their job) the listing of chunks to batch;
+        the pipeline's answer for it is the list's new length."""
         if chunks:
             pipe.rpush(ready_key(queue), *(member(job_id, c) for c in chunks))
+        return bool(chunks)
 
-    def make_ready(self, queue: str, job_id: str, chunks: list[list[int]]) -> None:
-        """Lists chunks to batch that are not listed yet (queued again by the sweeper)."""
-        if chunks:
-            self._make_ready(keys=[ready_key(queue)], args=[member(job_id, c) for c in chunks])
+    def make_ready(self, queue: str, job_id: str, chunks: list[list[int]]) -> int:
+        """Lists chunks to batch that are not listed yet (queued again by the sweeper); returns
+        how many were listed before (0: the caller sends a wake-up)."""
+        if not chunks:
+            return -1
+        return self._make_ready(keys=[ready_key(queue)], args=[member(job_id, c) for c in chunks])
 
-    def take(self, task_id: str, queue: str, job_id: str, chunk: list[int], max_images: int,
-             hold_s: int) -> tuple[bool, list[tuple[str, list[int]]]]:
-        """What task `task_id` classifies (see _TAKE): whether it took it in an earlier delivery,
-        and the chunks, its own first; none if another task took its chunk."""
-        taken = self._take(keys=[ready_key(queue), BATCH + task_id], args=[member(job_id, chunk), max_images, hold_s])
-        return bool(taken[0]), [parse(m) for m in json.loads(taken[1])] if len(taken) > 1 else []
+    def take(self, task_id: str, queue: str, max_images: int, hold_s: int) -> tuple[bool, list[tuple[str, list[int]]], int]:
+        """What task `task_id` classifies next (see _TAKE): whether it took it in an earlier
+        delivery, the chunks (none: the list is empty), and how many chunks still wait."""
+        redelivered, taken, left = self._take(keys=[ready_key(queue), BATCH + task_id, PENDING, taken_key(queue)],
+                                              args=[max_images, hold_s, self.requeue_after_s])
+        return bool(redelivered), [parse(m) for m in json.loads(taken)], left
+
+    def stalled(self, queue: str) -> bool:
+        """Whether chunks wait in `queue`'s list with no task taking them (see _STALLED)."""
+        return bool(self._stalled(keys=[ready_key(queue), taken_key(queue)], args=[self.dispatch_grace_s]))

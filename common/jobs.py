@@ -151,10 +151,11 @@ class JobStore:
         return f"{self.key(job_id)}:done"
 
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
-               chunks: list[list[int]] = (), heavy: Collection[int] = (), queue: str | None = None) -> None:
+               chunks: list[list[int]] = (), heavy: Collection[int] = (), queue: str | None = None) -> int | None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
         `chunks` are pending until their results are written (see common/chunks.py). With a
-        `queue`, the chunks without a `heavy` image are listed ready to batch in the same step."""
+        `queue`, the chunks without a `heavy` image are listed ready to batch in the same step, and
+        the answer is how many chunks were listed before (0: a wake-up is due); else None."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
                   "total": total, "final": len(failures)}
@@ -170,9 +171,10 @@ class JobStore:
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
             self.chunks.schedule(pipe, job_id, chunks)
-            if queue is not None:
-                self.chunks.ready(pipe, queue, job_id, [c for c in chunks if not set(c) & set(heavy)])
-            pipe.execute()
+            light = [c for c in chunks if not set(c) & set(heavy)] if queue is not None else []
+            listed = self.chunks.ready(pipe, queue, job_id, light)
+            answers = pipe.execute()
+        return answers[-1] - len(light) if listed else None
 
     def heavy_images(self, job_id: str) -> list[int]:
         """The job's images that run alone (costly to decode), for a worker queueing its chunks again."""

@@ -19,7 +19,8 @@ from redis.exceptions import RedisError
 from common.jobs import JobStore
 from common.settings import Settings
 
-CLASSIFY_TASK = "worker.classify_images"
+CLASSIFY_TASK = "worker.classify_images"  # one chunk, alone: (job id, indices)
+DRAIN_TASK = "worker.classify_waiting"  # a wake-up: classify the queue's ready chunks in batches
 CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
 log = logging.getLogger(__name__)
 
@@ -67,28 +68,37 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]], heavy: Collection[int] = (),
-            queue: str = CELERY_QUEUE, listed: bool = False) -> list[list[int]]:
-    """Sends one task per pending chunk and marks the sent ones dispatched: a chunk with a `heavy`
-    image to the heavy queue, to run alone; the others to `queue`, to batch, listed as ready
-    first unless `listed` (the web process lists them as it stores the job). Returns the chunks
-    the broker refused (from the first refusal on): they stay pending, for the caller to fail or to
-    leave for a worker to queue once due."""
+            queue: str = CELERY_QUEUE, listed_before: int | None = None) -> list[list[int]]:
+    """Queues pending chunks and marks the queued ones dispatched: a chunk with a `heavy` image as a
+    task of its own on the heavy queue, to run alone; the others listed ready to batch (unless the
+    caller listed them already: `listed_before`, how many were listed before them), with a wake-up
+    if the list was empty. Returns the chunks the broker refused (from the first refusal on): they
+    stay pending, for the caller to fail or to leave for a worker to queue once due."""
     light = [c for c in chunks if not set(c) & set(heavy)]
-    if not listed:
-        jobs.chunks.make_ready(queue, job_id, light)
-    sent = 0
-    for chunk in chunks:
-        try:
-            if chunk in light:
-                celery.send_task(CLASSIFY_TASK, args=[job_id, chunk], kwargs={"batch_from": queue}, queue=queue)
-            else:
-                celery.send_task(CLASSIFY_TASK, args=[job_id, chunk], queue=heavy_queue(queue))
-        except Exception:  # OperationalError mostly, but kombu has raised others mid-failure (issue 13)
-            log.warning("job %s: the broker refused chunks %s", job_id, chunks[sent:], exc_info=True)
-            break
-        sent += 1
+    alone = [c for c in chunks if c not in light]
+    if listed_before is None:
+        listed_before = jobs.chunks.make_ready(queue, job_id, light)
+    wake = [(DRAIN_TASK, [queue], queue)] if light and listed_before == 0 else []
+    sent = _send(celery, job_id, wake + [(CLASSIFY_TASK, [job_id, c], heavy_queue(queue)) for c in alone])
+    queued = (light if sent >= len(wake) else []) + alone[:max(0, sent - len(wake))]
     try:
-        jobs.chunks.dispatched(job_id, chunks[:sent])
+        jobs.chunks.dispatched(job_id, queued)
     except RedisError:  # the chunks are queued: at worst a worker queues them again once due
         log.warning("job %s: could not mark its chunks queued", job_id, exc_info=True)
-    return chunks[sent:]
+    return [c for c in chunks if c not in queued]
+
+
+def wake(celery: Celery, queue: str) -> bool:
+    """Sends a wake-up to `queue`'s workers: a task that classifies its ready chunks."""
+    return _send(celery, "-", [(DRAIN_TASK, [queue], queue)]) == 1
+
+
+def _send(celery: Celery, job_id: str, messages: list[tuple[str, list, str]]) -> int:
+    """Sends (task, args, queue) messages in order until the broker refuses one; how many went."""
+    for sent, (task, args, queue) in enumerate(messages):
+        try:
+            celery.send_task(task, args=args, queue=queue)
+        except Exception:  # OperationalError mostly, but kombu has raised others mid-failure (issue 13)
+            log.warning("job %s: the broker refused %s%s", job_id, task, args, exc_info=True)
+            return sent
+    return len(messages)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.chunks import PENDING
+from common.chunks import PENDING, ChunkScheduler
 from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, success
 
 PREDICTION = {"top3": [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3, "confident": False}
@@ -120,24 +120,37 @@ def test_cancel_ends_queued_images_and_lets_running_ones_finish(store):
     assert store.cancel(job_id) == job  # again: nothing changes
 
 
-def test_a_task_takes_its_chunk_with_those_waiting_behind_it_up_to_the_batch(store):
-    """Batching across jobs (common/chunks.py): the first task to run takes the waiting chunks of
-    other jobs too; their own tasks then find nothing to do; a new delivery of the first task (its
-    process died) takes the same chunks again, until their results are written."""
+def test_tasks_take_waiting_chunks_of_any_jobs_in_batches_oldest_first(store):
+    """Batching across jobs (common/chunks.py): a task takes chunks from the head of the ready
+    list up to the batch's images; a new delivery of it (its process died) takes the same chunks
+    again until their results are written; then it takes on where the list stands."""
     queue = f"test-{uuid.uuid4()}"  # a queue of its own: no session worker takes from it
     jobs = [str(uuid.uuid4()) for _ in range(4)]
-    for job_id, chunks in zip(jobs, ([[0]], [[0, 1]], [[0]], [[0, 1, 2]])):
-        store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"][:len(chunks[0])], {i: b"x" for i in chunks[0]}, {}, chunks,
-                     queue=queue)
-    redelivered, taken = store.chunks.take("task-b", queue, jobs[1], [0, 1], 4, 60)
-    assert not redelivered and taken == [(jobs[1], [0, 1]), (jobs[0], [0]), (jobs[2], [0])]  # 4 images at most
-    assert store.chunks.take("task-a", queue, jobs[0], [0], 4, 60) == (False, [])  # taken by task-b
-    assert store.chunks.take("task-b", queue, jobs[1], [0, 1], 4, 60) == (True, taken)
-    store.finish_all([(job_id, chunk, {i: success(PREDICTION) for i in chunk}, MODEL) for job_id, chunk in taken],
-                     "task-b")
-    assert store.chunks.take("task-b", queue, jobs[1], [0, 1], 4, 60) == (False, [])  # done: a late copy ends
-    assert store.chunks.take("task-d", queue, jobs[3], [0, 1, 2], 4, 60) == (False, [(jobs[3], [0, 1, 2])])
+    listed = [store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"][:len(chunks[0])], {i: b"x" for i in chunks[0]}, {},
+                           chunks, queue=queue)
+              for job_id, chunks in zip(jobs, ([[0]], [[0, 1]], [[0]], [[0, 1, 2]]))]
+    assert listed == [0, 1, 2, 3]  # only the first found the list empty: only it sends a wake-up
+    assert store.chunks.take("task-1", queue, 4, 60) == (False, [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])], 1)
+    assert store.chunks.take("task-1", queue, 4, 60)[:2] == (True, [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])])
+    now, _ = store.redis.time()
+    assert store.redis.zscore(PENDING, f"{jobs[0]} 0") > now + 30  # taken: due again only if never finished
+    store.finish_all([(job_id, chunk, {i: success(PREDICTION) for i in chunk}, MODEL)
+                      for job_id, chunk in [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])]], "task-1")
+    assert store.chunks.take("task-1", queue, 2, 60) == (False, [(jobs[3], [0, 1, 2])], 0)  # one chunk over the batch
+    assert store.chunks.take("task-2", queue, 4, 60) == (False, [], 0)
     assert [statuses(store, job_id) for job_id in jobs[:3]] == [[DONE], [DONE, DONE], [DONE]]
+
+
+def test_a_list_nobody_takes_from_is_stalled_once_per_grace(store):
+    queue = f"test-{uuid.uuid4()}"
+    chunks = ChunkScheduler(store.redis, "job:", dispatch_grace_s=0.3)
+    assert not chunks.stalled(queue)  # empty
+    assert chunks.make_ready(queue, "j", [[0], [1]]) == 0
+    assert chunks.stalled(queue) and not chunks.stalled(queue)  # a wake-up, then not again at once
+    time.sleep(0.4)
+    assert chunks.stalled(queue)
+    chunks.take("t", queue, 16, 60)
+    assert not chunks.stalled(queue)
 
 
 def test_heavy_chunks_are_never_listed_to_batch(store):

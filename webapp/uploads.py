@@ -75,8 +75,8 @@ def submit(job: NewJob) -> None:
     fails part-way, the chunks not queued fail visibly and the client gets a 503."""
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
     chunks, queue = chunked(sorted(job.images), settings.chunk_size, job.heavy), queue_for(current_app.extensions["model_card"]["name"])
-    jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, job.heavy, queue)
-    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, queue, listed=True)
+    listed_before = jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, job.heavy, queue)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, queue, listed_before)
     if refused:
         try:
             jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,6 +38,48 @@ log = logging.getLogger(__name__)
 # limit) holds an image that kills workers: its images fail rather than loop forever.
 MAX_ATTEMPTS = 3
 Chunk = tuple[str, list[int]]  # (job id, image indices)
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a worker process batches: images per inference, decoding limits, how long one task
+    drains before it hands on (a wake-up for another), and how long a taken batch is remembered."""
+    max_images: int
+    max_pixels: int
+    max_decode_mb: float
+    drain_s: float
+    hold_s: int
+
+    @classmethod
+    def for_settings(cls, settings) -> "Batching":
+        return cls(settings.batch_images, settings.max_pixels, settings.max_decode_mb,
+                   settings.task_time_limit_s / 4, settings.result_ttl_s)
+
+
+def drain(store: JobStore, classifier: Classifier, queue: str, task_id: str, batching: Batching,
+          wake: Callable[[], object]) -> None:
+    """Takes and classifies batches from `queue`'s ready chunks until none wait, waking another
+    worker process whenever it leaves chunks behind. Stops after `drain_s` (well within the task
+    time limit), waking another to go on."""
+    deadline = time.monotonic() + batching.drain_s
+    while True:
+        redelivered, chunks, left = store.chunks.take(task_id, queue, batching.max_images, batching.hold_s)
+        if not chunks:
+            return
+        if left:  # (an empty list needs none: the next chunk listed brings its own wake-up)
+            _safely(wake)
+        classify_taken(store, classifier, chunks, redelivered, task_id, batching.max_pixels, batching.max_decode_mb)
+        if time.monotonic() > deadline:
+            return
+
+
+def _safely(wake: Callable[[], object]) -> None:
+    """A wake-up the broker refuses costs speed, not work: this task drains on, and the sweeper
+    wakes a list nobody takes from."""
+    try:
+        wake()
+    except Exception:
+        log.warning("could not send a wake-up", exc_info=True)
 
 
 def classify_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: list[int], max_pixels: int,

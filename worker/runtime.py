@@ -24,8 +24,9 @@ from redis.retry import Retry
 
 from common import workers
 from common.jobs import JobStore
-from common.queue import CELERY_QUEUE, enqueue, heavy_queue
+from common.queue import CELERY_QUEUE, enqueue, heavy_queue, queue_for, wake
 from common.settings import Settings
+from worker.classify import Batching
 from worker.inference import Classifier, default_threads
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Runtime:
         self.jobs = JobStore.for_settings(self.redis, settings)
         threads = settings.worker_threads or default_threads(settings.processes)
         self.classifier = load_classifier(settings, threads)
+        self.batching = Batching.for_settings(settings)
         log.info("%s loaded %s with %d threads", worker_id(), self.classifier.identity, threads)
 
     def start(self, stop: threading.Event) -> "Runtime":
@@ -73,10 +75,15 @@ class Runtime:
 
     def queue_due(self) -> None:
         """Queues the pending chunks nobody queued (their web process died) or whose task was lost;
-        a chunk the broker refuses stays pending and comes due again."""
+        a chunk the broker refuses stays pending and comes due again. Wakes the ready list if its
+        wake-up was lost (common/chunks.py)."""
+        queue = queue_for(self.classifier.card["name"])
         for job_id, chunk in self.jobs.chunks.claim_due():
-            if not enqueue(self.app, self.jobs, job_id, [chunk], self.jobs.heavy_images(job_id)):
+            if not enqueue(self.app, self.jobs, job_id, [chunk], self.jobs.heavy_images(job_id), queue):
                 log.warning("queued images %s of job %s, which were not queued or not finished in time", chunk, job_id)
+        if self.jobs.chunks.stalled(queue):
+            log.warning("chunks wait in %s with no task taking them: waking a worker", queue)
+            wake(self.app, queue)
 
 
 def limit_memory(extra_mb: int) -> None:
