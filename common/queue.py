@@ -14,8 +14,10 @@ from collections.abc import Collection
 
 from celery import Celery
 from kombu import Queue
+from redis import Redis
 from redis.exceptions import RedisError
 
+from common.chunks import ready_key
 from common.jobs import JobStore
 from common.settings import Settings
 
@@ -86,6 +88,14 @@ def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]
     except RedisError:  # the chunks are queued: at worst a worker queues them again once due
         log.warning("job %s: could not mark its chunks queued", job_id, exc_info=True)
     return [c for c in chunks if c not in queued]
+
+
+def backlog(redis: Redis, queue: str) -> int:
+    """Chunks waiting for a worker in `queue`: light ones listed to batch, heavy ones queued alone."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.llen(ready_key(queue))
+        pipe.llen(heavy_queue(queue))
+        return sum(pipe.execute())
 
 
 def wake(celery: Celery, queue: str) -> bool:

@@ -18,7 +18,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from common.error_codes import ErrorCode
-from common.queue import CELERY_QUEUE
+from common.queue import CELERY_QUEUE, backlog
 from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
@@ -58,7 +58,7 @@ def _check_rate() -> None:
 def _check_backlog() -> None:
     """Queued work is bounded twice: by batches waiting, and by the memory their images take."""
     settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
-    depth = redis.llen(CELERY_QUEUE)
+    depth = backlog(redis, CELERY_QUEUE)
     used, limit = _redis_memory()
     if depth >= settings.max_queue_depth or used >= limit:
         message = f"the service is busy ({depth} batches, {used / 2**20:.0f} MB waiting); try again shortly"
