@@ -20,6 +20,8 @@ design, and how each guarantee survives: worker/classify.py.
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections.abc import Collection
 
 from redis import Redis
@@ -126,17 +128,29 @@ class ChunkScheduler:
         self.redis, self.job_prefix = redis, job_prefix
         self.dispatch_grace_s, self.requeue_after_s = dispatch_grace_s, requeue_after_s
         self._reschedule = redis.register_script(_RESCHEDULE)
+        self._offset, self._offset_read = 0.0, -math.inf
         self._claim_due = redis.register_script(_CLAIM_DUE)
         self._take = redis.register_script(_TAKE)
         self._make_ready = redis.register_script(_MAKE_READY)
         self._stalled = redis.register_script(_STALLED)
 
-    def schedule(self, pipe: Pipeline, job_id: str, chunks: list[list[int]]) -> None:
-        """Adds the chunks to `pipe` (the transaction that stores their job), due after the grace."""
-        seconds, micros = self.redis.time()  # Redis's clock, as the scripts use (see _NOW)
-        due = seconds + micros / 1e6 + self.dispatch_grace_s
+    def schedule(self, pipe: Pipeline, job_id: str, chunks: list[list[int]], listed: list[list[int]] = ()) -> None:
+        """Adds the chunks to `pipe` (the transaction that stores their job), due after the grace;
+        those `listed` to batch in the same transaction count as queued already (due after
+        `requeue_after_s`): draining the list is the workers' job, and the sweeper wakes a list
+        nobody takes from (see stalled)."""
+        now = self.redis_now()
         for chunk in chunks:
-            pipe.zadd(PENDING, {member(job_id, chunk): due})
+            wait = self.requeue_after_s if chunk in listed else self.dispatch_grace_s
+            pipe.zadd(PENDING, {member(job_id, chunk): now + wait})
+
+    def redis_now(self) -> float:
+        """Redis's clock (as the scripts read it, see _NOW) from this host's, by an offset read
+        once a minute: a submission pays no round trip for it."""
+        if time.monotonic() - self._offset_read > 60:
+            seconds, micros = self.redis.time()
+            self._offset, self._offset_read = seconds + micros / 1e6 - time.time(), time.monotonic()
+        return time.time() + self._offset
 
     def dispatched(self, job_id: str, chunks: list[list[int]]) -> None:
         """These chunks are on the queue: due again only if not finished within `requeue_after_s`."""

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from common.chunks import BATCH, PENDING, ChunkScheduler, member
 from common.settings import Settings
@@ -170,8 +172,8 @@ class JobStore:
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
-            self.chunks.schedule(pipe, job_id, chunks)
             light = [c for c in chunks if not set(c) & set(heavy)] if queue is not None else []
+            self.chunks.schedule(pipe, job_id, chunks, light)
             listed = self.chunks.ready(pipe, queue, job_id, light)
             answers = pipe.execute()
         return answers[-1] - len(light) if listed else None
@@ -186,10 +188,7 @@ class JobStore:
 
     def mark_all_running(self, chunks: list[tuple[str, list[int]]]) -> list[Started | None]:
         """Starts chunks of any jobs in one round trip: for each, what mark_running answers."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, indices in chunks:
-                self._mark_running(keys=[self.key(job_id)], args=indices, client=pipe)
-            answers = pipe.execute()
+        answers = self._run_scripts([(self._mark_running, [self.key(job_id)], indices) for job_id, indices in chunks])
         return [None if a is None else Started(a[0], a[1:]) for a in answers]
 
     def images(self, job_id: str, indices: list[int]) -> list[bytes | None]:
@@ -204,24 +203,47 @@ class JobStore:
                chunks: list[list[int]] | None = None, client=None) -> None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
         by default one chunk of exactly these images. `client`: a pipeline to add the step to."""
+        keys, args = self._finish_call(job_id, results, model, chunks)
+        self._finish(keys=keys, args=args, client=client)
+
+    def _finish_call(self, job_id: str, results: dict[int, dict], model: dict | None,
+                     chunks: list[list[int]] | None) -> tuple[list, list]:
+        """The keys and arguments of _FINISH for these results."""
         chunks = [sorted(results)] if chunks is None else chunks
         args = [now_iso(), json.dumps(model) if model else "", self.ttl_s,
                 json.dumps([member(job_id, c) for c in chunks])]
         for index, record in results.items():
             args += [index, json.dumps(record)]
-        keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
-        self._finish(keys=keys, args=args, client=client)
+        return [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)], args
 
     def finish_all(self, results: list[tuple[str, list[int], dict[int, dict], dict | None]],
                    task_id: str | None = None) -> None:
         """finish() for chunks of any jobs, (job id, chunk, results, model) each, in one transaction
         that also forgets what task `task_id` took (common/chunks.py): one round trip for a batch."""
-        with self.redis.pipeline() as pipe:
-            for job_id, chunk, chunk_results, model in results:
-                self.finish(job_id, chunk_results, model, [chunk], client=pipe)
-            if task_id:
-                pipe.delete(BATCH + task_id)
-            pipe.execute()
+        calls = [(self._finish, *self._finish_call(job_id, chunk_results, model, [chunk]))
+                 for job_id, chunk, chunk_results, model in results]
+        self._run_scripts(calls, [BATCH + task_id] if task_id else [], transaction=True)
+
+    def _run_scripts(self, calls: list[tuple[Script, list, list]], delete: list[str] = (),
+                     transaction: bool = False) -> list:
+        """Script calls (script, keys, args), then deletions, in one round trip: by SHA, as
+        redis-py's pipelined scripts cost a SCRIPT EXISTS round trip each time. A script Redis
+        does not hold (a restart emptied its cache) is loaded and the whole call made again,
+        which the scripts' idempotence allows."""
+        for attempt in range(2):
+            try:
+                with self.redis.pipeline(transaction=transaction) as pipe:
+                    for script, keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    if delete:
+                        pipe.delete(*delete)
+                    return pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                for script in {script for script, _, _ in calls}:
+                    script.sha = self.redis.script_load(script.script)
+        return []
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""

@@ -78,13 +78,14 @@ def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]
     stay pending, for the caller to fail or to leave for a worker to queue once due."""
     light = [c for c in chunks if not set(c) & set(heavy)]
     alone = [c for c in chunks if c not in light]
-    if listed_before is None:
+    scheduled = listed_before is not None  # listed with their job, and scheduled as queued then
+    if not scheduled:
         listed_before = jobs.chunks.make_ready(queue, job_id, light)
     wake = [(DRAIN_TASK, [queue], queue)] if light and listed_before == 0 else []
     sent = _send(celery, job_id, wake + [(CLASSIFY_TASK, [job_id, c], heavy_queue(queue)) for c in alone])
     queued = (light if sent >= len(wake) else []) + alone[:max(0, sent - len(wake))]
     try:
-        jobs.chunks.dispatched(job_id, queued)
+        jobs.chunks.dispatched(job_id, [c for c in queued if not (scheduled and c in light)])
     except RedisError:  # the chunks are queued: at worst a worker queues them again once due
         log.warning("job %s: could not mark its chunks queued", job_id, exc_info=True)
     return [c for c in chunks if c not in queued]

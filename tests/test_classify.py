@@ -2,6 +2,7 @@
 real Redis, called directly."""
 from __future__ import annotations
 
+import math
 import uuid
 
 import pytest
@@ -11,7 +12,7 @@ from common.chunks import PENDING
 from common.jobs import CANCELLED, DONE, FAILED, JobStore
 from common.settings import Settings
 from harness import valid_images
-from worker.classify import MAX_ATTEMPTS, classify_batch, classify_chunk, classify_taken
+from worker.classify import MAX_ATTEMPTS, Batching, classify_batch, classify_chunk, classify_taken, drain
 from worker.inference import Classifier
 
 MAX_PIXELS = Settings.max_pixels
@@ -81,6 +82,21 @@ def test_a_batch_that_killed_its_worker_runs_chunk_by_chunk_so_the_poison_fails_
     assert [r["status"] for r in results] == [DONE, FAILED, DONE]
     assert results[1]["error"]["code"] == "worker_crashed"
     assert not store.redis.exists("jobs:batch:task-1")  # written: a later copy of the task finds nothing
+
+
+def test_a_wake_up_drains_the_ready_chunks_of_every_job_in_batches(store, classifier):
+    """Five one-photo jobs listed to batch, two images a batch: one task classifies them all, in
+    three inferences, and wakes another worker each time it leaves chunks behind."""
+    queue, photo = f"test-{uuid.uuid4()}", valid_images(1)[0][0].read_bytes()
+    jobs = [str(uuid.uuid4()) for _ in range(5)]
+    for job_id in jobs:
+        store.create(job_id, ["a.jpg"], {0: photo}, {}, [[0]], queue=queue)
+    wakes = []
+    drain(store, classifier, queue, "task-1", Batching(2, MAX_PIXELS, math.inf, 60, 60), lambda: wakes.append(1))
+    assert [store.get(job_id).images[0]["status"] for job_id in jobs] == [DONE] * 5
+    assert len(wakes) == 2  # after the first and second batches; the third emptied the list
+    assert store.redis.llen(f"jobs:ready:{queue}") == 0
+    assert [store.redis.zscore(PENDING, f"{job_id} 0") for job_id in jobs] == [None] * 5  # every chunk ended
 
 
 def test_expired_job_is_skipped(store, classifier):

@@ -160,3 +160,13 @@ def test_heavy_chunks_are_never_listed_to_batch(store):
                  queue=queue)
     assert store.redis.lrange(f"jobs:ready:{queue}", 0, -1) == [f"{job_id} 0,2".encode()]
     assert store.heavy_images(job_id) == [1]
+
+
+def test_batched_steps_survive_a_redis_that_lost_its_scripts(store):
+    """A restarted Redis holds no scripts: the one-round-trip steps load them and go on."""
+    job_id = new_job(store)
+    store.redis.script_flush()
+    assert [s.indices for s in store.mark_all_running([(job_id, [0, 1])])] == [[0, 1]]
+    store.redis.script_flush()
+    store.finish_all([(job_id, [0, 1], {0: success(PREDICTION), 1: success(PREDICTION)}, MODEL)], "task-x")
+    assert statuses(store, job_id) == [DONE, DONE]

@@ -1,21 +1,28 @@
 """What a worker does with the chunks it takes: plain logic, testable without a broker.
 
-Batching across jobs: a task takes its own chunk and the light chunks waiting behind it, of any
-jobs, up to `BATCH_IMAGES` images (common/chunks.py), and classifies them as one inference: one
-round trip marks them running, one reads their images, one writes every job's results. Each chunk
-keeps its own Celery task, so every guarantee stays Celery's and the job store's:
-- nothing is lost on SIGKILL: the task is acknowledged after the results are written; when its
-  process dies Celery delivers it again, and the new delivery takes the same chunks (recorded under
-  its task id), while the tasks of the chunks it took have ended at once, having found them taken;
+Batching across jobs: light chunks wait in their queue's ready list (common/chunks.py). A task
+(`drain`) takes chunks from its head, of any jobs, up to `BATCH_IMAGES` images, and classifies them
+as one inference: one round trip marks them running, one reads their images, one writes every
+job's results; then it takes again, until the list is empty. Celery messages are only wake-ups
+(one when a chunk lands in an empty list, one from a task that leaves chunks behind), so a burst
+of lone photos costs a few Celery messages instead of one each, and a lone photo still starts at
+once (no waiting for more). Every guarantee stays Celery's and the job store's:
+- nothing is lost on SIGKILL: a task is acknowledged after it has written what it took; when its
+  process dies Celery delivers it again, and the new delivery takes the same chunks (recorded
+  under its task id) before anything else; a wake-up lost otherwise is made up by the sweeper;
 - a poison image fails alone: after such a death, the chunks of the batch run one by one, so
   attempts are counted per chunk (as before) and only the chunk that keeps killing workers fails,
   whichever jobs shared its batch; a bad image (not decodable) fails alone in any case;
 - results stay idempotent (one script per chunk, as before); cancel ends a taken chunk unrun;
-- heavy chunks never join a batch: they go to a queue of their own (common/queue.py).
-Why not a library: celery-batches buffers messages in the consumer and hands the list to the
-pool with no time limit and no rejection when the pool process dies (its acks_late path only acks
-on return), so a SIGKILL mid-batch would leave the messages held until the visibility timeout and a
-stuck batch would never be killed. Celery's prefetch hands over one message per task run.
+- a task drains for at most a quarter of the task time limit, then hands on with a wake-up;
+- heavy chunks never join a batch: each is a task of its own on the heavy queue (common/queue.py).
+Measured against the other ways (bench/RESULTS.md, issue 14): one task per chunk that also took the
+chunks waiting behind it cut the inference and Redis work per image but not Celery's own per
+message, which dominated for 1-image jobs. celery-batches buffers messages in the consumer and
+hands the list to the pool with no time limit and no rejection when the pool process dies (it
+acks on return only), so a SIGKILL mid-batch would leave its messages held until the visibility
+timeout and a stuck batch would never be killed; Celery's prefetch hands a pool process one
+message per run, so it cannot batch at all.
 """
 from __future__ import annotations
 
@@ -59,17 +66,19 @@ class Batching:
 def drain(store: JobStore, classifier: Classifier, queue: str, task_id: str, batching: Batching,
           wake: Callable[[], object]) -> None:
     """Takes and classifies batches from `queue`'s ready chunks until none wait, waking another
-    worker process whenever it leaves chunks behind. Stops after `drain_s` (well within the task
-    time limit), waking another to go on."""
+    worker process whenever it leaves chunks behind (so it can stop after `drain_s`, well within
+    the task time limit, and another goes on)."""
     deadline = time.monotonic() + batching.drain_s
     while True:
         redelivered, chunks, left = store.chunks.take(task_id, queue, batching.max_images, batching.hold_s)
         if not chunks:
             return
-        if left:  # (an empty list needs none: the next chunk listed brings its own wake-up)
+        if left:
             _safely(wake)
         classify_taken(store, classifier, chunks, redelivered, task_id, batching.max_pixels, batching.max_decode_mb)
-        if time.monotonic() > deadline:
+        # Emptied: done, since the next chunk listed brings its own wake-up; past the deadline:
+        # what is left was handed on above.
+        if not left or time.monotonic() > deadline:
             return
 
 
