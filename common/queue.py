@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from celery import Celery
 from kombu import Queue
-from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 from common.chunks import ready_key
@@ -91,12 +91,11 @@ def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]
     return [c for c in chunks if c not in queued]
 
 
-def backlog(redis: Redis, queue: str) -> int:
-    """Chunks waiting for a worker in `queue`: light ones listed to batch, heavy ones queued alone."""
-    with redis.pipeline(transaction=False) as pipe:
-        pipe.llen(ready_key(queue))
-        pipe.llen(heavy_queue(queue))
-        return sum(pipe.execute())
+def waiting(pipe: Pipeline, queue: str) -> None:
+    """Adds to `pipe` the two counts of chunks waiting for a worker in `queue` (the backlog is
+    their sum): light ones listed to batch, heavy ones queued alone."""
+    pipe.llen(ready_key(queue))
+    pipe.llen(heavy_queue(queue))
 
 
 def wake(celery: Celery, queue: str) -> bool:

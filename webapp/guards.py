@@ -18,7 +18,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from common.error_codes import ErrorCode
-from common.queue import CELERY_QUEUE, backlog
+from common.queue import CELERY_QUEUE, waiting
 from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
@@ -56,25 +56,34 @@ def _check_rate() -> None:
 
 
 def _check_backlog() -> None:
-    """Queued work is bounded twice: by batches waiting, and by the memory their images take."""
+    """Queued work is bounded twice: by batches waiting, and by the memory their images take.
+    Both readings come in one round trip."""
     settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
-    depth = backlog(redis, CELERY_QUEUE)
-    used, limit = _redis_memory()
+    standing = _refusal_standing()
+    with redis.pipeline(transaction=False) as pipe:
+        waiting(pipe, CELERY_QUEUE)
+        if standing is None:
+            pipe.info("memory")
+        answers = pipe.execute()
+    depth = sum(answers[:2])
+    used, limit = standing or _redis_memory(answers[2])
     if depth >= settings.max_queue_depth or used >= limit:
         message = f"the service is busy ({depth} batches, {used / 2**20:.0f} MB waiting); try again shortly"
         fail(ErrorCode.OVERLOADED, message, headers={"Retry-After": "10"})
 
 
-def _redis_memory() -> tuple[int, float]:
+def _refusal_standing() -> tuple[int, float] | None:
+    """A reading over the limit stands for a moment, so a flood of refused submissions costs no
+    INFO each; otherwise None, and the memory is read afresh, so accepted ones cannot overshoot
+    on a stale reading."""
+    over = current_app.extensions.get("redis_over_limit")
+    return (over[1], over[2]) if over and time.monotonic() - over[0] < REFUSAL_STANDS_S else None
+
+
+def _redis_memory(info: dict) -> tuple[int, float]:
     """Redis's memory in use and the most submissions may fill (a share of its maxmemory, or
-    MAX_REDIS_MB when it has none), in bytes. A reading over the limit stands for a moment, so a
-    flood of refused submissions costs no INFO each; any other is taken afresh, so accepted
-    ones cannot overshoot on a stale reading."""
+    MAX_REDIS_MB when it has none), in bytes, from INFO memory."""
     settings, extensions = current_app.extensions["settings"], current_app.extensions
-    over = extensions.get("redis_over_limit")
-    if over and time.monotonic() - over[0] < REFUSAL_STANDS_S:
-        return over[1], over[2]
-    info = extensions["redis"].info("memory")
     used, maxmemory = info["used_memory"], info["maxmemory"]
     limit = maxmemory * settings.redis_memory_share if maxmemory else settings.max_redis_mb * 2**20
     extensions["redis_over_limit"] = (time.monotonic(), used, limit) if used >= limit else None
