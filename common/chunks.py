@@ -58,9 +58,10 @@ return claimed
 # Task KEYS[2] takes chunks from the head of ready list KEYS[1] while the batch holds at most
 # ARGV[1] images (at least one chunk), records them for ARGV[2] seconds, counts them as queued in
 # pending set KEYS[3] (due again after ARGV[3] s, as a queued chunk) and notes when (KEYS[4]).
-# Returns {redelivered, taken (JSON), chunks left}: a task delivered again after its process died
-# gets what it took then.
-_TAKE = _NOW + """
+# Replies {redelivered, taken (JSON), chunks left}: a task delivered again after its process died
+# gets what it took then. TAKE_HEAD leaves `chunks` and `reply` for a script that goes on
+# (common/jobs.py starts the chunks in the same step).
+TAKE_HEAD = _NOW + """
 local taken = redis.call('GET', KEYS[2])
 if taken then return {1, taken, redis.call('LLEN', KEYS[1])} end
 local function size(m) return select(2, string.gsub(m, ',', '')) + 1 end
@@ -77,8 +78,9 @@ redis.call('SET', KEYS[4], now)
 if #chunks == 0 then return {0, '[]', 0} end
 taken = cjson.encode(chunks)
 redis.call('SET', KEYS[2], taken, 'EX', ARGV[2])
-return {0, taken, redis.call('LLEN', KEYS[1])}
+local reply = {0, taken, redis.call('LLEN', KEYS[1])}
 """
+_TAKE = TAKE_HEAD + "return reply\n"
 
 # Lists chunks ARGV[..] as ready in KEYS[1], once each, at the back; returns how many were
 # listed before (0: no task is draining the list, so the caller must send a wake-up).
@@ -109,6 +111,11 @@ def parse(due: bytes | str) -> tuple[str, list[int]]:
     """(job id, image indices) of a member."""
     job_id, indices = (due.decode() if isinstance(due, bytes) else due).split(" ")
     return job_id, [int(i) for i in indices.split(",")]
+
+
+def taken(reply: list) -> tuple[bool, list[tuple[str, list[int]]], int]:
+    """(redelivered, chunks, chunks left) from a reply that TAKE_HEAD began."""
+    return bool(reply[0]), [parse(m) for m in json.loads(reply[1])], reply[2]
 
 
 def member(job_id: str, chunk: list[int]) -> str:
@@ -180,9 +187,13 @@ class ChunkScheduler:
     def take(self, task_id: str, queue: str, max_images: int, hold_s: int) -> tuple[bool, list[tuple[str, list[int]]], int]:
         """What task `task_id` classifies next (see _TAKE): whether it took it in an earlier
         delivery, the chunks (none: the list is empty), and how many chunks still wait."""
-        redelivered, taken, left = self._take(keys=[ready_key(queue), BATCH + task_id, PENDING, taken_key(queue)],
-                                              args=[max_images, hold_s, self.requeue_after_s])
-        return bool(redelivered), [parse(m) for m in json.loads(taken)], left
+        return taken(self._take(keys=self.take_keys(task_id, queue), args=self.take_args(max_images, hold_s)))
+
+    def take_keys(self, task_id: str, queue: str) -> list[str]:
+        return [ready_key(queue), BATCH + task_id, PENDING, taken_key(queue)]
+
+    def take_args(self, max_images: int, hold_s: int) -> list:
+        return [max_images, hold_s, self.requeue_after_s]
 
     def stalled(self, queue: str) -> bool:
         """Whether chunks wait in `queue`'s list with no task taking them (see _STALLED)."""

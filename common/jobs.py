@@ -19,7 +19,7 @@ from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from common.chunks import BATCH, PENDING, ChunkScheduler, member
+from common.chunks import BATCH, PENDING, TAKE_HEAD, ChunkScheduler, member, taken
 from common.settings import Settings
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -30,16 +30,36 @@ JOB_STATUSES = (QUEUED, RUNNING, DONE)
 # finished image back), and counts how often this chunk (named by its first image) has been
 # started. Returns that count followed by the images still to classify (none once a job is
 # cancelled), or nil when the job is gone (expired).
-_MARK_RUNNING = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local started = {{redis.call('HINCRBY', KEYS[1], 'attempts:' .. ARGV[1], 1)}}
-for i = 1, #ARGV do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  local status = current and cjson.decode(current)['status']
-  if status == '{QUEUED}' then redis.call('HSET', KEYS[1], ARGV[i], '{{"status":"{RUNNING}"}}') end
-  if status == '{QUEUED}' or status == '{RUNNING}' then table.insert(started, tonumber(ARGV[i])) end
+_MARK = f"""
+local function mark(key, indices)
+  if redis.call('EXISTS', key) == 0 then return false end
+  local started = {{redis.call('HINCRBY', key, 'attempts:' .. indices[1], 1)}}
+  for _, i in ipairs(indices) do
+    local current = redis.call('HGET', key, i)
+    local status = current and cjson.decode(current)['status']
+    if status == '{QUEUED}' then redis.call('HSET', key, i, '{{"status":"{RUNNING}"}}') end
+    if status == '{QUEUED}' or status == '{RUNNING}' then table.insert(started, tonumber(i)) end
+  end
+  return started
 end
-return started
+"""
+_MARK_RUNNING = _MARK + "return mark(KEYS[1], ARGV)\n"
+
+# A task's next batch in one step: takes chunks as common/chunks.py's TAKE_HEAD does (ARGV[1..3]),
+# then starts each as _MARK_RUNNING does and reads the bytes of its images to classify; the job
+# keys are ARGV[4] .. job id. Appends to the reply, per chunk, {started, {bytes or false, ...}}, or
+# false for an expired job. A redelivered task gets only what it took (it starts them one by one).
+_START_BATCH = TAKE_HEAD + _MARK + """
+for _, m in ipairs(chunks) do
+  local key, indices = ARGV[4] .. string.match(m, '^%S+'), {}
+  for i in string.gmatch(string.match(m, '%S+$'), '[^,]+') do table.insert(indices, i) end
+  local started, images = mark(key, indices), {}
+  if started then
+    for k = 2, #started do table.insert(images, redis.call('GET', key .. ':image:' .. started[k])) end
+  end
+  table.insert(reply, started and {started, images} or false)
+end
+return reply
 """
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
@@ -129,12 +149,24 @@ class Started:
     indices: list[int]
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What a task took (common/chunks.py): whether in an earlier delivery, the chunks, how many
+    chunks still wait, and, unless redelivered, each chunk as started with its images' bytes (None
+    for an expired job)."""
+    redelivered: bool
+    chunks: list[tuple[str, list[int]]]
+    left: int
+    starts: list[tuple[Started, list[bytes | None]] | None]
+
+
 class JobStore:
     def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30, requeue_after_s: float = 600):
         self.redis = redis
         self.ttl_s = ttl_s
         self.chunks = ChunkScheduler(redis, self.key(""), dispatch_grace_s, requeue_after_s)
         self._mark_running = redis.register_script(_MARK_RUNNING)
+        self._start_batch = redis.register_script(_START_BATCH)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
 
@@ -190,6 +222,16 @@ class JobStore:
         """Starts chunks of any jobs in one round trip: for each, what mark_running answers."""
         answers = self._run_scripts([(self._mark_running, [self.key(job_id)], indices) for job_id, indices in chunks])
         return [None if a is None else Started(a[0], a[1:]) for a in answers]
+
+    def start_batch(self, task_id: str, queue: str, max_images: int, hold_s: int) -> "Batch":
+        """Takes task `task_id`'s next batch from `queue`'s ready list and starts it, in one round
+        trip (see _START_BATCH)."""
+        chunks = self.chunks
+        reply = self._start_batch(keys=chunks.take_keys(task_id, queue),
+                                  args=[*chunks.take_args(max_images, hold_s), self.key("")])
+        redelivered, taken_chunks, left = taken(reply)
+        starts = [None if r is None else (Started(r[0][0], r[0][1:]), r[1]) for r in reply[3:]]
+        return Batch(redelivered, taken_chunks, left, starts)
 
     def images(self, job_id: str, indices: list[int]) -> list[bytes | None]:
         """The waiting images' bytes, in one round trip (None where gone)."""

@@ -99,6 +99,20 @@ def test_a_wake_up_drains_the_ready_chunks_of_every_job_in_batches(store, classi
     assert [store.redis.zscore(PENDING, f"{job_id} 0") for job_id in jobs] == [None] * 5  # every chunk ended
 
 
+def test_a_drained_batch_skips_cancelled_and_expired_jobs(store, classifier):
+    queue, photo = f"test-{uuid.uuid4()}", valid_images(1)[0][0].read_bytes()
+    good, cancelled, expired = (str(uuid.uuid4()) for _ in range(3))
+    for job_id in (good, cancelled, expired):
+        store.create(job_id, ["a.jpg", "b.jpg"], {0: photo, 1: photo}, {}, [[0, 1]], queue=queue)
+    store.cancel(cancelled)
+    store.redis.delete(store.key(expired))
+    drain(store, classifier, queue, "task-2", Batching(16, MAX_PIXELS, math.inf, 60, 60), lambda: None)
+    assert [image["status"] for image in store.get(good).images] == [DONE, DONE]
+    assert store.get(cancelled).images == [{"status": CANCELLED}] * 2 and store.get(cancelled).model is None
+    assert not store.redis.exists(store.key(expired))  # not brought back half-made
+    assert not store.redis.exists("jobs:batch:task-2")
+
+
 def test_expired_job_is_skipped(store, classifier):
     job_id = str(uuid.uuid4())  # a job whose record expired before its task ran
     classify_chunk(store, classifier, job_id, [0], MAX_PIXELS)

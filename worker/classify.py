@@ -70,15 +70,19 @@ def drain(store: JobStore, classifier: Classifier, queue: str, task_id: str, bat
     the task time limit, and another goes on)."""
     deadline = time.monotonic() + batching.drain_s
     while True:
-        redelivered, chunks, left = store.chunks.take(task_id, queue, batching.max_images, batching.hold_s)
-        if not chunks:
+        batch = store.start_batch(task_id, queue, batching.max_images, batching.hold_s)
+        if not batch.chunks:
             return
-        if left:
+        if batch.left:
             _safely(wake)
-        classify_taken(store, classifier, chunks, redelivered, task_id, batching.max_pixels, batching.max_decode_mb)
+        if batch.redelivered:
+            classify_taken(store, classifier, batch.chunks, True, task_id, batching.max_pixels, batching.max_decode_mb)
+        else:
+            classify_started(store, classifier, batch.chunks, batch.starts, batching.max_pixels,
+                             batching.max_decode_mb, task_id)
         # Emptied: done, since the next chunk listed brings its own wake-up; past the deadline:
         # what is left was handed on above.
-        if not left or time.monotonic() > deadline:
+        if not batch.left or time.monotonic() > deadline:
             return
 
 
@@ -114,16 +118,27 @@ def classify_batch(store: JobStore, classifier: Classifier, chunks: list[Chunk],
                    max_decode_mb: float = math.inf, task_id: str | None = None) -> None:
     """Classifies chunks of any jobs in one batched inference; each bad image fails alone.
     Redis errors propagate (the job store's client retries them); nothing else escapes."""
+    starts = store.mark_all_running(chunks)
+    images = store.all_images([(job_id, i) for (job_id, _), s in zip(chunks, starts) if s for i in s.indices])
+    read = iter(images)
+    with_images = [None if s is None else (s, [next(read) for _ in s.indices]) for s in starts]
+    classify_started(store, classifier, chunks, with_images, max_pixels, max_decode_mb, task_id)
+
+
+def classify_started(store: JobStore, classifier: Classifier, chunks: list[Chunk], starts: list, max_pixels: int,
+                     max_decode_mb: float, task_id: str | None = None) -> None:
+    """classify_batch once the chunks are started: `starts` holds each one's Started and its
+    images' bytes (None for an expired job). Writes every result in one round trip."""
     ends, runnable = [], []
-    for (job_id, indices), started in zip(chunks, store.mark_all_running(chunks)):
-        end = _end_unrun(job_id, indices, started)
+    for (job_id, indices), start in zip(chunks, starts):
+        end = _end_unrun(job_id, indices, start and start[0])
         if end is not None:
             ends.append(end)
-        elif started is not None:
-            runnable.append((job_id, indices, started.indices))
-    results = _classify(store, classifier, runnable, max_pixels, max_decode_mb)
+        elif start is not None:
+            runnable.append((job_id, indices, start[0].indices, start[1]))
+    results = _classify(classifier, runnable, max_pixels, max_decode_mb)
     ends += [(job_id, indices, {i: results[job_id, i] for i in todo}, classifier.identity)
-             for job_id, indices, todo in runnable]
+             for job_id, indices, todo, _ in runnable]
     store.finish_all(ends, task_id)
 
 
@@ -141,19 +156,19 @@ def _end_unrun(job_id: str, indices: list[int], started: Started | None) -> tupl
     return None
 
 
-def _classify(store: JobStore, classifier: Classifier, runnable: list[tuple], max_pixels: int,
+def _classify(classifier: Classifier, runnable: list[tuple], max_pixels: int,
               max_decode_mb: float) -> dict[tuple[str, int], dict]:
     """Each image's final record, keyed (job id, index): decoded one by one, inferred together."""
-    images = [(job_id, i) for job_id, _, todo in runnable for i in todo]
     results, inputs = {}, {}
-    for image, data in zip(images, store.all_images(images)):
-        try:
-            inputs[image] = _prepare(data, classifier, max_pixels, max_decode_mb)
-        except ImageError as exc:
-            results[image] = failure(exc.code, exc.message)
-        except Exception:  # a decoder bug must cost one image, never the worker
-            log.exception("job %s image %d: unexpected decoding error", *image)
-            results[image] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
+    for job_id, _, todo, images in runnable:
+        for image, data in zip(((job_id, i) for i in todo), images):
+            try:
+                inputs[image] = _prepare(data, classifier, max_pixels, max_decode_mb)
+            except ImageError as exc:
+                results[image] = failure(exc.code, exc.message)
+            except Exception:  # a decoder bug must cost one image, never the worker
+                log.exception("job %s image %d: unexpected decoding error", *image)
+                results[image] = failure(ErrorCode.DECODE_ERROR, "the image could not be processed")
     return results | _predict(classifier, inputs)
 
 
