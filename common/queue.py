@@ -9,7 +9,6 @@ worker process of its own, so heavy images never hold every process while light 
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Collection
 
 from celery import Celery
@@ -23,7 +22,7 @@ from common.settings import Settings
 
 CLASSIFY_TASK = "worker.classify_images"  # one chunk, alone: (job id, indices)
 DRAIN_TASK = "worker.classify_waiting"  # a wake-up: classify the queue's ready chunks in batches
-CELERY_QUEUE = "celery"  # Celery's default queue: in Redis a list, so its length is the backlog
+CELERY_QUEUE = "celery"  # Celery's default queue; it holds wake-ups, the backlog is what `waiting` counts
 log = logging.getLogger(__name__)
 
 

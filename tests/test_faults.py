@@ -104,6 +104,18 @@ def test_a_bad_image_batched_with_other_jobs_fails_alone(stack):
         assert_completes(client, url, 1)
 
 
+def test_chunks_listed_with_no_wake_up_are_classified_all_the_same(stack):
+    """What a web process leaves if it dies after storing a job (its chunks listed to batch) but
+    before sending the wake-up, or what a lost wake-up leaves: the workers' sweeper finds a list
+    nobody takes from and wakes a worker."""
+    store = JobStore(Redis.from_url(stack.settings.redis_url), ttl_s=600, dispatch_grace_s=1)
+    images = {i: path.read_bytes() for i, (path, _) in enumerate(valid_images(3))}
+    job_id = str(uuid.uuid4())
+    assert store.create(job_id, [f"{i}.jpg" for i in images], images, {}, [[0, 1], [2]], queue="celery") == 0
+    stack.worker()
+    assert_completes(stack.client(), f"/api/v1/jobs/{job_id}", 3)
+
+
 def test_worker_stopped_with_sigterm_mid_job(stack):
     client, stopping = stack.client(), stack.worker(WORKER_THREADS="1")
     status_url = submit(client, 64)
