@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
+from bench.heavy import main as heavy_main
 from bench.run import main
 
 
@@ -26,3 +27,10 @@ def test_quick_bench_runs_every_phase_without_failures(tmp_path):
     assert all(ms > 0 for ms in results["breakdown"]["median_ms"].values())  # NaN too fails: no task timings
     assert all(value > 0 for value in results["ratios"].values())
     assert "### Ratios" in (tmp_path / "results-latest.md").read_text()
+
+
+def test_the_heavy_image_scenario_runs_both_layouts_without_failures(tmp_path):
+    """`python -m bench.heavy` with one heavy job: light jobs idle and beside it, in both layouts."""
+    assert heavy_main(["--heavy-jobs", "1", "--heavy-per-job", "1", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "heavy-latest.md").read_text()
+    assert "| shared " in table and "| own process " in table
