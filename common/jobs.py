@@ -20,6 +20,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from common.chunks import BATCH, PENDING, TAKE_HEAD, ChunkScheduler, member, taken
+from common.notify import RECHECK_S, DoneListener
 from common.settings import Settings
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
@@ -161,8 +162,9 @@ class Batch:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30, requeue_after_s: float = 600):
-        self.redis = redis
+    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30, requeue_after_s: float = 600,
+                 listener: DoneListener | None = None):
+        self.redis, self.listener = redis, listener
         self.ttl_s = ttl_s
         self.chunks = ChunkScheduler(redis, self.key(""), dispatch_grace_s, requeue_after_s)
         self._mark_running = redis.register_script(_MARK_RUNNING)
@@ -171,8 +173,10 @@ class JobStore:
         self._cancel = redis.register_script(_CANCEL)
 
     @classmethod
-    def for_settings(cls, redis: Redis, settings: Settings) -> "JobStore":
-        return cls(redis, settings.result_ttl_s, settings.dispatch_grace_s, settings.requeue_after_s)
+    def for_settings(cls, redis: Redis, settings: Settings, shared_subscription: bool = False) -> "JobStore":
+        """`shared_subscription`: long polls share one subscription per process (the web's)."""
+        listener = DoneListener(redis, cls.channel_pattern()) if shared_subscription else None
+        return cls(redis, settings.result_ttl_s, settings.dispatch_grace_s, settings.requeue_after_s, listener)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -183,6 +187,11 @@ class JobStore:
 
     def channel(self, job_id: str) -> str:
         return f"{self.key(job_id)}:done"
+
+    @classmethod
+    def channel_pattern(cls) -> str:
+        """Every job's channel, for one subscription to them all."""
+        return f"{cls.key('*')}:done"
 
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
                chunks: list[list[int]] = (), heavy: Collection[int] = (), queue: str | None = None) -> int | None:
@@ -322,7 +331,10 @@ class JobStore:
 
     def wait(self, job_id: str, timeout_s: float) -> Job | None:
         """Long poll: the job once it is finished, or as it stands when `timeout_s` runs out.
-        Subscribing before the first read means a finish in between cannot be missed."""
+        Subscribing before the first read means a finish in between cannot be missed. With a
+        listener (the web process's, common/notify.py) the subscription is its shared one."""
+        if self.listener is not None:
+            return self._wait_shared(job_id, timeout_s)
         deadline = time.monotonic() + timeout_s
         with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             pubsub.subscribe(self.channel(job_id))
@@ -333,4 +345,17 @@ class JobStore:
                     break
                 if pubsub.get_message(timeout=remaining) is not None:
                     job = self.get(job_id)
+            return job
+
+    def _wait_shared(self, job_id: str, timeout_s: float) -> Job | None:
+        deadline = time.monotonic() + timeout_s
+        with self.listener.waiting(self.channel(job_id)) as finished:
+            job = self.get(job_id)
+            while job is not None and not job.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                finished.wait(min(remaining, RECHECK_S))
+                finished.clear()  # before reading: a message after this wakes the next wait
+                job = self.get(job_id)
             return job

@@ -69,6 +69,28 @@ def test_wait_wakes_when_the_job_finishes(store):
     assert time.monotonic() - began < 15  # woken by the message, not by the timeout
 
 
+def test_long_polls_sharing_one_subscription_each_wake_with_their_own_job(redis_server, settings):
+    """The web process's long polls share one subscription (common/notify.py): finishing a job
+    wakes every poll on it, and only those."""
+    shared = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=True)
+    job_id, other = new_job(shared, total=1), new_job(shared, total=1)
+    answers = {}
+    polls = [threading.Thread(target=lambda key, j: answers.__setitem__(key, shared.wait(j, timeout_s=20)), args=args)
+             for args in (("a1", job_id), ("a2", job_id), ("b", other))]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    shared.finish(job_id, {0: success(PREDICTION)}, MODEL)
+    polls[0].join(20), polls[1].join(20)
+    assert answers["a1"].finished and answers["a2"].finished
+    assert time.monotonic() - began < 4  # woken by the message, not by the 5 s re-read
+    assert "b" not in answers  # still waiting: its job did not finish
+    shared.finish(other, {0: success(PREDICTION)}, MODEL)
+    polls[2].join(20)
+    assert answers["b"].finished
+
+
 def test_wait_returns_the_job_as_it_stands_on_timeout(store):
     job_id = new_job(store, total=1)
     assert store.wait(job_id, timeout_s=0.2).images == [{"status": QUEUED}]
