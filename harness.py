@@ -208,15 +208,18 @@ class Worker(Service):
     """`celery worker` with `settings` (its processes: settings.worker_processes, 0 meaning one per
     core), plus any variables in `env`."""
 
-    def __init__(self, settings: Settings, log: Path, env: dict | None = None, prefix: tuple[str, ...] = ()):
+    def __init__(self, settings: Settings, log: Path, env: dict | None = None, queues: list[str] | None = None,
+                 prefix: tuple[str, ...] = ()):
         super().__init__("celery worker", log, prefix)
         self.settings = settings
         self.env = settings_env(settings) | metrics_directory(log) | (env or {})
+        self.queues = queues  # Celery's -Q/-X options, e.g. ["-X", "celery.heavy"]; default: every queue
 
     def start(self, wait_ready: bool = True) -> "Worker":
         """Ready once each of its pool processes has announced its model in Redis."""
         args = [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--loglevel", "INFO",
-                "--hostname", f"harness-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip"]
+                "--hostname", f"harness-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip",
+                *(self.queues or [])]
         self.launch(args, self.env)
         if wait_ready:
             processes = dataclasses.replace(self.settings, worker_processes=int(self.env["WORKER_PROCESSES"])).processes

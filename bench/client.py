@@ -31,13 +31,16 @@ class LoadResult:
     wall_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     failures: int = 0
+    resets: int = 0  # connections the server reset (counted among the failures too)
+    server_errors: int = 0  # 5xx answers (counted among the failures too)
     errors: list[str] = field(default_factory=list)
 
     def summary(self) -> dict:
         """images/s over the whole phase, and latency percentiles of the requests that succeeded."""
         pct = np.percentile(self.latencies_s, [50, 95, 99]) * 1000 if self.latencies_s else [float("nan")] * 3
         return {"clients": self.clients, "requests": len(self.latencies_s) + self.failures, "images": self.images,
-                "failures": self.failures, "images_per_s": self.images / self.wall_s if self.wall_s else 0.0,
+                "failures": self.failures, "resets": self.resets, "server_errors": self.server_errors,
+                "images_per_s": self.images / self.wall_s if self.wall_s else 0.0,
                 "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]),
                 "errors": sorted(set(self.errors))[:5]}
 
@@ -91,6 +94,8 @@ def _record(result: LoadResult, lock: threading.Lock, images: int, latency_s: fl
             result.latencies_s.append(latency_s)
         else:
             result.failures += 1
+            result.resets += "ConnectionResetError" in error or "Connection reset" in error
+            result.server_errors += error.startswith("HTTPError: 5")
             result.errors.append(error)
 
 
@@ -108,12 +113,26 @@ def predict(base_url: str) -> Send:
     return send
 
 
-def submit_and_wait(base_url: str) -> Send:
-    """Our contract: POST /api/v1/jobs, then long-poll the status URL until the job is done.
-    Latency is therefore submit-to-done, what a client waiting for its results sees."""
+def peer_predict(base_url: str) -> Send:
+    """The peer's contract (bench.peer): one image per POST /predict, its top 3 in the answer."""
     def send(session: requests.Session, photos: list[Photo]) -> None:
-        response = session.post(f"{base_url}/api/v1/jobs", files=_files(photos), timeout=60)
+        response = session.post(f"{base_url}/predict", files=_files(photos), timeout=60)
         response.raise_for_status()
+        if len(response.json()["top3"]) != 3:
+            raise ValueError("answer without three predictions")
+    return send
+
+
+def submit_and_wait(base_url: str) -> Send:
+    """Our contract: POST /api/v1/jobs?wait=30, which answers with the job once done (200), else
+    accepts it (202) and the status URL is long-polled until it is. Latency is therefore
+    submit-to-done, what a client waiting for its results sees."""
+    def send(session: requests.Session, photos: list[Photo]) -> None:
+        response = session.post(f"{base_url}/api/v1/jobs", params={"wait": 30}, files=_files(photos), timeout=60)
+        response.raise_for_status()
+        if response.status_code == 200:
+            check_job(response.json(), len(photos))
+            return
         status_url = urljoin(base_url, response.json()["status_url"])
         check_job(wait_done(session, status_url), len(photos))
     return send

@@ -46,7 +46,8 @@ def ceiling_section(ceiling: dict) -> str:
 
 
 def _load_row(setup: str, size: int, s: dict, web: str | None, worker: str | None) -> list[str]:
-    return [setup, str(size), str(s["clients"]), str(s["requests"]), str(s["failures"]), num(s["images_per_s"]),
+    return [setup, str(size), str(s["clients"]), str(s["requests"]), str(s["failures"]), str(s["resets"]),
+            str(s["server_errors"]), num(s["images_per_s"]),
             *(num(s[k], 0) for k in LATENCY), web or "-", worker or "-"]
 
 
@@ -56,13 +57,14 @@ def rss(phase: dict, name: str) -> str:
     return f"{num(peaks[name], 0)} / {num(peaks[f'{name} process'], 0)}"
 
 
-def load_section(baseline: dict, service: list[dict]) -> str:
-    headers = ["setup", "images/request", "clients", "requests", "failures", "images/s",
+def load_section(baseline: dict, peer: list[dict], service: list[dict]) -> str:
+    headers = ["setup", "images/request", "clients", "requests", "failures", "resets", "5xx", "images/s",
                "p50 ms", "p95 ms", "p99 ms", "web RSS MB", "worker RSS MB"]
     rows = [_load_row("baseline: 1 sync Flask process", 1, baseline, rss(baseline, "baseline"), None)]
+    rows += [_load_row("peer: LitServe, batches of <= 16", 1, p, rss(p, "peer"), None) for p in peer]
     rows += [_load_row(f"service, {s['worker_processes']} worker process(es)", s["job_size"], s,
                        rss(s, "web"), rss(s, "worker")) for s in service]
-    note = ("Latency: baseline per request; service per job, submit to done (long poll). "
+    note = ("Latency: baseline and peer per request; service per job, submit to done (long poll). "
             "RSS: peak during the phase, summed over the process tree / of its largest process.")
     return "\n\n".join(["### Throughput and latency (same photos)", table(headers, rows), note])
 
@@ -90,7 +92,7 @@ def ratios_section(ratios: dict) -> str:
 
 def failures_section(results: dict) -> str:
     """Each phase that had failures, with its distinct errors: a failure is a result, not noise."""
-    loads = [("baseline", results["baseline"])]
+    loads = [("baseline", results["baseline"])] + [(f"peer, {p['clients']} clients", p) for p in results["peer"]]
     loads += [(f"service, {s['job_size']}-image jobs, {s['clients']} clients, {s['worker_processes']} worker "
                f"process(es)", s) for s in results["service"] + results["scaling"]]
     lines = [f"- {name}: {s['failures']} failed; {'; '.join(s['errors'])}" for name, s in loads if s["failures"]]
@@ -103,14 +105,15 @@ def header(results: dict) -> str:
         f"## Benchmark{' (quick: smoke test, numbers not meaningful)' if s['quick'] else ''}",
         "",
         f"- machine: {m['cpu_count']} cores ({m['platform']}), load average at start {m['loadavg']}",
-        f"- served model (baseline and service): `{Path(s['model']).name}`",
+        f"- served model (baseline, peer and service): `{Path(s['model']).name}`",
         f"- {s['images_per_phase']} images per phase from the valid split; total run {results['duration_s']:.0f} s",
-        f"- failures, all phases: {results['failures']}"])
+        f"- failures, all phases: {results['failures']} (connection resets {results['resets']}, "
+        f"5xx {results['server_errors']})"])
 
 
 def render(results: dict) -> str:
     sections = [header(results), ceiling_section(results["ceiling"]),
-                load_section(results["baseline"], results["service"]), breakdown_section(results["breakdown"]),
+                load_section(results["baseline"], results["peer"], results["service"]), breakdown_section(results["breakdown"]),
                 scaling_section(results["scaling"], results["settings"]["scaling_mode"]),
                 ratios_section(results["ratios"])]
     if results["failures"]:

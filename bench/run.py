@@ -1,6 +1,8 @@
 """`make bench`: one run that measures, on the same photos,
 1. the ceiling: decode + preprocess + inference in one process (bench.ceiling);
 2. the baseline: the original one-process synchronous design under 4 clients (bench.baseline);
+   the peer: the same model behind LitServe, which batches requests (bench.peer), one image per
+   request under 1, 4 and 16 clients;
 3. our service end to end: 1- and 16-image jobs under 1, 4 and 16 clients, and where a lone
    1-image job's time goes (bench.breakdown);
 4. scaling: 16-image jobs under 16 clients with 1, 2 and 3 worker processes.
@@ -24,7 +26,7 @@ from bench import report
 from bench.ceiling import measure_ceiling
 from bench.images import large_jpeg, load_photos
 from bench.memory import PeakRss
-from bench.phases import run_baseline, run_service
+from bench.phases import run_baseline, run_peer, run_service
 from common.settings import REPO, Settings
 from harness import stopped_on_exit
 
@@ -85,6 +87,18 @@ def ratios(ceiling: dict, baseline: dict, service: list[dict], model: str) -> di
             "baseline / ceiling (same model, batch 1)": baseline["images_per_s"] / ceiling_rate(1)}
 
 
+def peer_ratios(peer: list[dict], service: list[dict]) -> dict:
+    """Issue 14's yardstick: our jobs against the peer's requests under the same client count."""
+    def rate(rows, size, clients, key="images_per_s"):
+        return next(s[key] for s in rows if s["job_size"] == size and s["clients"] == clients)
+    ratios = {f"service (1-image jobs, {c} clients) / peer (1-image requests, {c} clients)":
+              rate(service, 1, c) / rate(peer, 1, c) for c in sorted({p["clients"] for p in peer})}
+    ratios["service (16-image jobs, 16 clients) / peer (1-image requests, 16 clients)"] = rate(service, 16, 16) / rate(peer, 1, 16)
+    ratios["p50 latency: service lone 1-image job / peer lone request (lower is better)"] = (
+        rate(service, 1, 1, "p50_ms") / rate(peer, 1, 1, "p50_ms"))
+    return ratios
+
+
 def measure(args: argparse.Namespace, plan: Plan, logs: Path) -> dict:
     photos = load_photos(plan.images_per_phase)
     models = sorted(str(path) for path in Path(args.model).parent.glob("*.onnx"))
@@ -94,6 +108,8 @@ def measure(args: argparse.Namespace, plan: Plan, logs: Path) -> dict:
     with PeakRss() as memory:
         print("baseline", flush=True)
         results["baseline"] = run_baseline(args.model, photos, plan, logs, memory)
+        print("peer (LitServe, dynamic batching)", flush=True)
+        results["peer"] = run_peer(args.model, photos, plan, logs, memory)
         print(f"service (logs in {logs})", flush=True)
         results["service"], results["breakdown"], results["scaling"] = run_service(
             args.model, photos, plan, logs, memory, args.worker_processes)
@@ -133,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     started, machine = time.monotonic(), machine_info()
     with stopped_on_exit():
         measured = measure(args, plan, fresh_log_dir())
-    loads = [measured["baseline"], *measured["service"], *measured["scaling"]]
+    loads = [measured["baseline"], *measured["peer"], *measured["service"], *measured["scaling"]]
     results = {"machine": machine, "settings": settings(args, plan),
                "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),
-               "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"], args.model)} | measured
+               "resets": sum(s["resets"] for s in loads), "server_errors": sum(s["server_errors"] for s in loads),
+               "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"], args.model)
+               | peer_ratios(measured["peer"], measured["service"])} | measured
     print("\n" + report.write(results, args.out))
     return 1 if results["failures"] else 0
 

@@ -1,5 +1,5 @@
 """The servers under test, each on a private port: our service (redis-server, one Celery worker,
-gunicorn with the production config; harness.py starts each) and the baseline. Context managers,
+gunicorn with the production config; harness.py starts each), the baseline and the peer. Context managers,
 so every exit path, an error or Ctrl-C included, stops what was started."""
 from __future__ import annotations
 
@@ -11,19 +11,21 @@ from common.settings import Settings
 from harness import START_TIMEOUT_S, RedisServer, Service, WebServer, Worker, http_ok, free_port, wait_for
 
 
-class Baseline:
-    """`python -m bench.baseline` in its own process, ready once /health answers."""
+class OneServer:
+    """`python -m <module> --port P --model PATH` in its own process, ready once /health answers:
+    the baseline (bench.baseline) or the peer (bench.peer)."""
 
-    def __init__(self, model_path: str, logs: Path):
+    def __init__(self, module: str, model_path: str, logs: Path):
+        name = module.rsplit(".", 1)[-1]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = Service("baseline", logs / "baseline.log")
-        self.process.launch([sys.executable, "-m", "bench.baseline", "--port", str(self.port), "--model", model_path], {})
+        self.process = Service(name, logs / f"{name}.log")
+        self.process.launch([sys.executable, "-m", module, "--port", str(self.port), "--model", model_path], {})
 
-    def __enter__(self) -> "Baseline":
+    def __enter__(self) -> "OneServer":
         try:
             wait_for(lambda: self.process.check_alive() and http_ok(f"{self.url}/health"),
-                     START_TIMEOUT_S, "the baseline")
+                     START_TIMEOUT_S, self.process.name)
         except BaseException:
             self.process.stop()
             raise

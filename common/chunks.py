@@ -7,15 +7,28 @@ due after `dispatch_grace_s`; once queued they are due after `requeue_after_s`, 
 whose task was lost or dropped on the way (an error, a broker losing a message) ever reaches.
 Workers queue the chunks that fall due; results are written idempotently, so a chunk run twice is
 harmless.
+
+Batching across jobs: light chunks wait, oldest first, in their queue's ready list
+(`jobs:ready:<queue>`). A worker task takes chunks from its head, of any jobs, up to a batch of
+images, and records them under its task id (`jobs:batch:<task id>`) until their results are
+written; it goes on taking until the list is empty. Celery messages are only wake-ups: one is sent
+when a chunk is listed in an empty list (no task is draining it then), and one by a task that
+leaves chunks behind (another process can start on them). A wake-up lost on the way is made up by
+the workers' sweeper: a list that no task took from for `dispatch_grace_s` gets a new one. Why this
+design, and how each guarantee survives: worker/classify.py.
 """
 from __future__ import annotations
 
+import json
+import math
+import time
 from collections.abc import Collection
 
 from redis import Redis
 from redis.client import Pipeline
 
 PENDING = "jobs:pending"  # member "<job id> <i,j,...>", score: when a worker should queue it (again)
+BATCH = "jobs:batch:"  # + a task id: the chunks that task took (JSON list of members)
 
 # Every time here is Redis's own (TIME), so hosts whose clocks disagree still agree on what is due.
 _NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6"
@@ -42,6 +55,69 @@ return claimed
 """
 
 
+# Task KEYS[2] takes chunks from the head of ready list KEYS[1] while the batch holds at most
+# ARGV[1] images (at least one chunk), records them for ARGV[2] seconds, counts them as queued in
+# pending set KEYS[3] (due again after ARGV[3] s, as a queued chunk) and notes when (KEYS[4]).
+# Replies {redelivered, taken (JSON), chunks left}: a task delivered again after its process died
+# gets what it took then. TAKE_HEAD leaves `chunks` and `reply` for a script that goes on
+# (common/jobs.py starts the chunks in the same step).
+TAKE_HEAD = _NOW + """
+local taken = redis.call('GET', KEYS[2])
+if taken then return {1, taken, redis.call('LLEN', KEYS[1])} end
+local function size(m) return select(2, string.gsub(m, ',', '')) + 1 end
+local chunks, images = {}, 0
+while true do
+  local nxt = redis.call('LINDEX', KEYS[1], 0)
+  if not nxt or (#chunks > 0 and images + size(nxt) > tonumber(ARGV[1])) then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('ZADD', KEYS[3], 'XX', now + ARGV[3], nxt)
+  table.insert(chunks, nxt)
+  images = images + size(nxt)
+end
+redis.call('SET', KEYS[4], now)
+if #chunks == 0 then return {0, '[]', 0} end
+taken = cjson.encode(chunks)
+redis.call('SET', KEYS[2], taken, 'EX', ARGV[2])
+local reply = {0, taken, redis.call('LLEN', KEYS[1])}
+"""
+_TAKE = TAKE_HEAD + "return reply\n"
+
+# Lists chunks ARGV[..] as ready in KEYS[1], once each, at the back; returns how many were
+# listed before (0: no task is draining the list, so the caller must send a wake-up).
+_MAKE_READY = """
+for _, m in ipairs(ARGV) do redis.call('LREM', KEYS[1], 0, m) end
+return redis.call('RPUSH', KEYS[1], unpack(ARGV)) - #ARGV
+"""
+
+# True (and noted, so one sweeper acts) when ready list KEYS[1] holds chunks but no task took
+# from it for ARGV[1] seconds (KEYS[2]: when one last did): its wake-up was lost.
+_STALLED = _NOW + """
+if redis.call('LLEN', KEYS[1]) == 0 then return 0 end
+if now - tonumber(redis.call('GET', KEYS[2]) or 0) < tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], now)
+return 1
+"""
+
+
+def ready_key(queue: str) -> str:
+    return f"jobs:ready:{queue}"
+
+
+def taken_key(queue: str) -> str:
+    return f"jobs:ready:{queue}:taken_at"
+
+
+def parse(due: bytes | str) -> tuple[str, list[int]]:
+    """(job id, image indices) of a member."""
+    job_id, indices = (due.decode() if isinstance(due, bytes) else due).split(" ")
+    return job_id, [int(i) for i in indices.split(",")]
+
+
+def taken(reply: list) -> tuple[bool, list[tuple[str, list[int]]], int]:
+    """(redelivered, chunks, chunks left) from a reply that TAKE_HEAD began."""
+    return bool(reply[0]), [parse(m) for m in json.loads(reply[1])], reply[2]
+
+
 def member(job_id: str, chunk: list[int]) -> str:
     return f"{job_id} {','.join(map(str, chunk))}"
 
@@ -59,14 +135,29 @@ class ChunkScheduler:
         self.redis, self.job_prefix = redis, job_prefix
         self.dispatch_grace_s, self.requeue_after_s = dispatch_grace_s, requeue_after_s
         self._reschedule = redis.register_script(_RESCHEDULE)
+        self._offset, self._offset_read = 0.0, -math.inf
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._take = redis.register_script(_TAKE)
+        self._make_ready = redis.register_script(_MAKE_READY)
+        self._stalled = redis.register_script(_STALLED)
 
-    def schedule(self, pipe: Pipeline, job_id: str, chunks: list[list[int]]) -> None:
-        """Adds the chunks to `pipe` (the transaction that stores their job), due after the grace."""
-        seconds, micros = self.redis.time()  # Redis's clock, as the scripts use (see _NOW)
-        due = seconds + micros / 1e6 + self.dispatch_grace_s
+    def schedule(self, pipe: Pipeline, job_id: str, chunks: list[list[int]], listed: list[list[int]] = ()) -> None:
+        """Adds the chunks to `pipe` (the transaction that stores their job), due after the grace;
+        those `listed` to batch in the same transaction count as queued already (due after
+        `requeue_after_s`): draining the list is the workers' job, and the sweeper wakes a list
+        nobody takes from (see stalled)."""
+        now = self.redis_now()
         for chunk in chunks:
-            pipe.zadd(PENDING, {member(job_id, chunk): due})
+            wait = self.requeue_after_s if chunk in listed else self.dispatch_grace_s
+            pipe.zadd(PENDING, {member(job_id, chunk): now + wait})
+
+    def redis_now(self) -> float:
+        """Redis's clock (as the scripts read it, see _NOW) from this host's, by an offset read
+        once a minute: a submission pays no round trip for it."""
+        if time.monotonic() - self._offset_read > 60:
+            seconds, micros = self.redis.time()
+            self._offset, self._offset_read = seconds + micros / 1e6 - time.time(), time.monotonic()
+        return time.time() + self._offset
 
     def dispatched(self, job_id: str, chunks: list[list[int]]) -> None:
         """These chunks are on the queue: due again only if not finished within `requeue_after_s`."""
@@ -77,8 +168,33 @@ class ChunkScheduler:
         """Pending chunks whose time has come (never queued, or queued and lost); each goes to one
         caller at a time, who queues it and calls `dispatched` (another gets it after the grace if
         that caller dies first)."""
-        claimed = []
-        for due in self._claim_due(keys=[PENDING], args=[self.dispatch_grace_s, self.job_prefix]):
-            job_id, indices = due.decode().split(" ")
-            claimed.append((job_id, [int(i) for i in indices.split(",")]))
-        return claimed
+        return [parse(due) for due in self._claim_due(keys=[PENDING], args=[self.dispatch_grace_s, self.job_prefix])]
+
+    def ready(self, pipe: Pipeline, queue: str, job_id: str, chunks: list[list[int]]) -> bool:
+        """Adds to `pipe` (the transaction that stores their job) the listing of chunks to batch;
+        the pipeline's answer for it is the list's new length."""
+        if chunks:
+            pipe.rpush(ready_key(queue), *(member(job_id, c) for c in chunks))
+        return bool(chunks)
+
+    def make_ready(self, queue: str, job_id: str, chunks: list[list[int]]) -> int:
+        """Lists chunks to batch that are not listed yet (queued again by the sweeper); returns
+        how many were listed before (0: the caller sends a wake-up)."""
+        if not chunks:
+            return -1
+        return self._make_ready(keys=[ready_key(queue)], args=[member(job_id, c) for c in chunks])
+
+    def take(self, task_id: str, queue: str, max_images: int, hold_s: int) -> tuple[bool, list[tuple[str, list[int]]], int]:
+        """What task `task_id` classifies next (see _TAKE): whether it took it in an earlier
+        delivery, the chunks (none: the list is empty), and how many chunks still wait."""
+        return taken(self._take(keys=self.take_keys(task_id, queue), args=self.take_args(max_images, hold_s)))
+
+    def take_keys(self, task_id: str, queue: str) -> list[str]:
+        return [ready_key(queue), BATCH + task_id, PENDING, taken_key(queue)]
+
+    def take_args(self, max_images: int, hold_s: int) -> list:
+        return [max_images, hold_s, self.requeue_after_s]
+
+    def stalled(self, queue: str) -> bool:
+        """Whether chunks wait in `queue`'s list with no task taking them (see _STALLED)."""
+        return bool(self._stalled(keys=[ready_key(queue), taken_key(queue)], args=[self.dispatch_grace_s]))

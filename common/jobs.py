@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
 from redis.client import Pipeline
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
-from common.chunks import PENDING, ChunkScheduler, member
+from common.chunks import BATCH, PENDING, TAKE_HEAD, ChunkScheduler, member, taken
+from common.notify import RECHECK_S, DoneListener
 from common.settings import Settings
 from common.webhooks import ON_CLOSE, PENDING_CALLBACKS, new_callback
 
@@ -30,16 +33,36 @@ JOB_STATUSES = (QUEUED, RUNNING, DONE)
 # finished image back), and counts how often this chunk (named by its first image) has been
 # started. Returns that count followed by the images still to classify (none once a job is
 # cancelled), or nil when the job is gone (expired).
-_MARK_RUNNING = f"""
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local started = {{redis.call('HINCRBY', KEYS[1], 'attempts:' .. ARGV[1], 1)}}
-for i = 1, #ARGV do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  local status = current and cjson.decode(current)['status']
-  if status == '{QUEUED}' then redis.call('HSET', KEYS[1], ARGV[i], '{{"status":"{RUNNING}"}}') end
-  if status == '{QUEUED}' or status == '{RUNNING}' then table.insert(started, tonumber(ARGV[i])) end
+_MARK = f"""
+local function mark(key, indices)
+  if redis.call('EXISTS', key) == 0 then return false end
+  local started = {{redis.call('HINCRBY', key, 'attempts:' .. indices[1], 1)}}
+  for _, i in ipairs(indices) do
+    local current = redis.call('HGET', key, i)
+    local status = current and cjson.decode(current)['status']
+    if status == '{QUEUED}' then redis.call('HSET', key, i, '{{"status":"{RUNNING}"}}') end
+    if status == '{QUEUED}' or status == '{RUNNING}' then table.insert(started, tonumber(i)) end
+  end
+  return started
 end
-return started
+"""
+_MARK_RUNNING = _MARK + "return mark(KEYS[1], ARGV)\n"
+
+# A task's next batch in one step: takes chunks as common/chunks.py's TAKE_HEAD does (ARGV[1..3]),
+# then starts each as _MARK_RUNNING does and reads the bytes of its images to classify; the job
+# keys are ARGV[4] .. job id. Appends to the reply, per chunk, {started, {bytes or false, ...}}, or
+# false for an expired job. A redelivered task gets only what it took (it starts them one by one).
+_START_BATCH = TAKE_HEAD + _MARK + """
+for _, m in ipairs(chunks) do
+  local key, indices = ARGV[4] .. string.match(m, '^%S+'), {}
+  for i in string.gmatch(string.match(m, '%S+$'), '[^,]+') do table.insert(indices, i) end
+  local started, images = mark(key, indices), {}
+  if started then
+    for k = 2, #started do table.insert(images, redis.call('GET', key .. ':image:' .. started[k])) end
+  end
+  table.insert(reply, started and {started, images} or false)
+end
+return reply
 """
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
@@ -142,12 +165,25 @@ class Started:
     indices: list[int]
 
 
+@dataclass(frozen=True)
+class Batch:
+    """What a task took (common/chunks.py): whether in an earlier delivery, the chunks, how many
+    chunks still wait, and, unless redelivered, each chunk as started with its images' bytes (None
+    for an expired job)."""
+    redelivered: bool
+    chunks: list[tuple[str, list[int]]]
+    left: int
+    starts: list[tuple[Started, list[bytes | None]] | None]
+
+
 class JobStore:
-    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30, requeue_after_s: float = 600):
-        self.redis = redis
+    def __init__(self, redis: Redis, ttl_s: int, dispatch_grace_s: float = 30, requeue_after_s: float = 600,
+                 listener: DoneListener | None = None):
+        self.redis, self.listener = redis, listener
         self.ttl_s = ttl_s
         self.chunks = ChunkScheduler(redis, self.key(""), dispatch_grace_s, requeue_after_s)
         self._mark_running = redis.register_script(_MARK_RUNNING)
+        self._start_batch = redis.register_script(_START_BATCH)
         self._finish = redis.register_script(_FINISH)
         self._cancel = redis.register_script(_CANCEL)
         # Called with a job's id when a write here closes a job with a callback: the process that
@@ -155,8 +191,10 @@ class JobStore:
         self.on_callback_due: Callable[[str], None] | None = None
 
     @classmethod
-    def for_settings(cls, redis: Redis, settings: Settings) -> "JobStore":
-        return cls(redis, settings.result_ttl_s, settings.dispatch_grace_s, settings.requeue_after_s)
+    def for_settings(cls, redis: Redis, settings: Settings, shared_subscription: bool = False) -> "JobStore":
+        """`shared_subscription`: long polls share one subscription per process (the web's)."""
+        listener = DoneListener(redis, cls.channel_pattern()) if shared_subscription else None
+        return cls(redis, settings.result_ttl_s, settings.dispatch_grace_s, settings.requeue_after_s, listener)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -168,12 +206,19 @@ class JobStore:
     def channel(self, job_id: str) -> str:
         return f"{self.key(job_id)}:done"
 
+    @classmethod
+    def channel_pattern(cls) -> str:
+        """Every job's channel, for one subscription to them all."""
+        return f"{cls.key('*')}:done"
+
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
                chunks: list[list[int]] = (), model: dict | None = None, callback_url: str | None = None,
-               pipe: Pipeline | None = None) -> None:
+               heavy: Collection[int] = (), queue: str | None = None, pipe: Pipeline | None = None) -> int | None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
         `chunks` are pending until their results are written (see common/chunks.py); `model`, the
-        model routed to, keeps the job's chunks on that model's queue (see `model_of`). `pipe`: a
+        model routed to, keeps the job's chunks on that model's queue (see `model_of`). With a
+        `queue`, the chunks without a `heavy` image are listed ready to batch in the same step, and
+        the answer is how many chunks were listed before (0: a wake-up is due); else None. `pipe`: a
         transaction of the caller's to add the job to (it may WATCH keys or hold writes of its own)."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
@@ -184,16 +229,21 @@ class JobStore:
             fields[str(index)] = json.dumps(failures.get(index, {"status": QUEUED}))
         if len(failures) == total:
             fields["finished_at"] = now_iso()
+        if heavy:
+            fields["heavy"] = json.dumps(sorted(heavy))
         with pipe or self.redis.pipeline() as pipe:  # MULTI/EXEC: a job appears whole or not at all
             for index, data in images.items():
                 pipe.set(self.image_key(job_id, index), data, ex=self.ttl_s)
             pipe.hset(self.key(job_id), mapping=fields)
             pipe.expire(self.key(job_id), self.ttl_s)
-            self.chunks.schedule(pipe, job_id, chunks)
+            light = [c for c in chunks if not set(c) & set(heavy)] if queue is not None else []
+            self.chunks.schedule(pipe, job_id, chunks, light)
             self._add_callback(pipe, job_id, callback_url, closed=len(failures) == total)
-            pipe.execute()
+            listed = self.chunks.ready(pipe, queue, job_id, light)  # last: its answer is the list's length
+            answers = pipe.execute()
         if callback_url and len(failures) == total:
             self._callback_due(job_id)
+        return answers[-1] - len(light) if listed else None
 
     def _add_callback(self, pipe: Pipeline, job_id: str, url: str | None, closed: bool) -> None:
         """A new job's callback record; a job closed on arrival is due at once (as _COUNT_FINAL does)."""
@@ -208,29 +258,91 @@ class JobStore:
         model = self.redis.hget(self.key(job_id), "model")
         return json.loads(model) if model else None
 
+    def heavy_images(self, job_id: str) -> list[int]:
+        """The job's images that run alone (costly to decode), for a worker queueing its chunks again."""
+        return json.loads(self.redis.hget(self.key(job_id), "heavy") or "[]")
+
     def mark_running(self, job_id: str, indices: list[int]) -> Started | None:
         """Starts a chunk (see _MARK_RUNNING); None if the job expired."""
-        started = self._mark_running(keys=[self.key(job_id)], args=indices)
-        return None if started is None else Started(started[0], started[1:])
+        return self.mark_all_running([(job_id, indices)])[0]
+
+    def mark_all_running(self, chunks: list[tuple[str, list[int]]]) -> list[Started | None]:
+        """Starts chunks of any jobs in one round trip: for each, what mark_running answers."""
+        answers = self._run_scripts([(self._mark_running, [self.key(job_id)], indices) for job_id, indices in chunks])
+        return [None if a is None else Started(a[0], a[1:]) for a in answers]
+
+    def start_batch(self, task_id: str, queue: str, max_images: int, hold_s: int) -> "Batch":
+        """Takes task `task_id`'s next batch from `queue`'s ready list and starts it, in one round
+        trip (see _START_BATCH)."""
+        chunks = self.chunks
+        reply = self._start_batch(keys=chunks.take_keys(task_id, queue),
+                                  args=[*chunks.take_args(max_images, hold_s), self.key("")])
+        redelivered, taken_chunks, left = taken(reply)
+        starts = [None if r is None else (Started(r[0][0], r[0][1:]), r[1]) for r in reply[3:]]
+        return Batch(redelivered, taken_chunks, left, starts)
 
     def images(self, job_id: str, indices: list[int]) -> list[bytes | None]:
         """The waiting images' bytes, in one round trip (None where gone)."""
-        return self.redis.mget([self.image_key(job_id, i) for i in indices])
+        return self.all_images([(job_id, i) for i in indices])
+
+    def all_images(self, images: list[tuple[str, int]]) -> list[bytes | None]:
+        """Bytes of images of any jobs, (job id, index) each, in one round trip (None where gone)."""
+        return self.redis.mget([self.image_key(job_id, i) for job_id, i in images]) if images else []
 
     def finish(self, job_id: str, results: dict[int, dict], model: dict | None = None,
                chunks: list[list[int]] | None = None) -> Written | None:
         """Writes final results (only for images not final yet) and ends the chunks that held them:
         by default one chunk of exactly these images. None if nothing new was written (the job
         expired, or a chunk ran twice)."""
+        keys, args = self._finish_call(job_id, results, model, chunks)
+        return self._written(job_id, self._finish(keys=keys, args=args))
+
+    def _finish_call(self, job_id: str, results: dict[int, dict], model: dict | None,
+                     chunks: list[list[int]] | None) -> tuple[list, list]:
+        """The keys and arguments of _FINISH for these results."""
         chunks = [sorted(results)] if chunks is None else chunks
         args = [now_iso(), json.dumps(model) if model else "", self.ttl_s,
                 json.dumps([member(job_id, c) for c in chunks])]
         for index, record in results.items():
             args += [index, json.dumps(record)]
-        keys = [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)]
-        written = self._finish(keys=keys, args=args)
-        self._closed(job_id, written)
-        return Written(written[2].decode(), written[0] == written[1]) if isinstance(written, list) else None
+        return [self.key(job_id), self.channel(job_id), PENDING, *(self.image_key(job_id, i) for i in results)], args
+
+    def finish_all(self, results: list[tuple[str, list[int], dict[int, dict], dict | None]],
+                   task_id: str | None = None) -> list[Written | None]:
+        """finish() for chunks of any jobs, (job id, chunk, results, model) each, in one transaction
+        that also forgets what task `task_id` took (common/chunks.py): one round trip for a batch.
+        What finish() answers, for each."""
+        calls = [(self._finish, *self._finish_call(job_id, chunk_results, model, [chunk]))
+                 for job_id, chunk, chunk_results, model in results]
+        answers = self._run_scripts(calls, [BATCH + task_id] if task_id else [], transaction=True)
+        return [self._written(job_id, answer) for (job_id, *_), answer in zip(results, answers)]
+
+    def _written(self, job_id: str, outcome: int | list) -> Written | None:
+        """What _COUNT_FINAL answered (a number when nothing new was written), as Written; a job it
+        closed with a callback due gets its delivery queued."""
+        self._closed(job_id, outcome)
+        return Written(outcome[2].decode(), outcome[0] == outcome[1]) if isinstance(outcome, list) else None
+
+    def _run_scripts(self, calls: list[tuple[Script, list, list]], delete: list[str] = (),
+                     transaction: bool = False) -> list:
+        """Script calls (script, keys, args), then deletions, in one round trip: by SHA, as
+        redis-py's pipelined scripts cost a SCRIPT EXISTS round trip each time. A script Redis
+        does not hold (a restart emptied its cache) is loaded and the whole call made again,
+        which the scripts' idempotence allows."""
+        for attempt in range(2):
+            try:
+                with self.redis.pipeline(transaction=transaction) as pipe:
+                    for script, keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    if delete:
+                        pipe.delete(*delete)
+                    return pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                for script in {script for script, _, _ in calls}:
+                    script.sha = self.redis.script_load(script.script)
+        return []
 
     def fail(self, job_id: str, chunks: list[list[int]], code: str, message: str) -> None:
         """Ends these chunks with every image failed for the same reason."""
@@ -278,7 +390,10 @@ class JobStore:
 
     def wait(self, job_id: str, timeout_s: float) -> Job | None:
         """Long poll: the job once it is finished, or as it stands when `timeout_s` runs out.
-        Subscribing before the first read means a finish in between cannot be missed."""
+        Subscribing before the first read means a finish in between cannot be missed. With a
+        listener (the web process's, common/notify.py) the subscription is its shared one."""
+        if self.listener is not None:
+            return self._wait_shared(job_id, timeout_s)
         deadline = time.monotonic() + timeout_s
         with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
             pubsub.subscribe(self.channel(job_id))
@@ -289,4 +404,17 @@ class JobStore:
                     break
                 if pubsub.get_message(timeout=remaining) is not None:
                     job = self.get(job_id)
+            return job
+
+    def _wait_shared(self, job_id: str, timeout_s: float) -> Job | None:
+        deadline = time.monotonic() + timeout_s
+        with self.listener.waiting(self.channel(job_id)) as finished:
+            job = self.get(job_id)
+            while job is not None and not job.finished:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                finished.wait(min(remaining, RECHECK_S))
+                finished.clear()  # before reading: a message after this wakes the next wait
+                job = self.get(job_id)
             return job

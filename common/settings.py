@@ -91,6 +91,8 @@ class Settings:
                                              "beyond: 429 too_many_long_polls")
     result_ttl_s: int = setting(24 * 3600, "a job and its results expire this long after their last write")
     chunk_size: int = setting(16, "images per Celery task, run as one batched inference")
+    batch_images: int = setting(16, "images a worker process classifies in one inference, gathering the waiting "
+                                "chunks of several jobs; 1: each chunk alone")
     visibility_timeout_s: int = setting(120, "a task held by a worker that vanished is handed out again after this")
     dispatch_grace_s: int = setting(30, "images a web process accepted but did not queue (it died) are queued "
                                     "by a worker after this")

@@ -50,6 +50,23 @@ def test_submit_answers_202_with_location(client):
     assert response.headers["Location"] == body["status_url"]
 
 
+def test_submit_with_wait_answers_with_the_finished_job(client):
+    """One exchange for a lone photo: the job as GET would answer it, once done, with its Location."""
+    (content, name, label), = photos(1)
+    response = upload(client, [(content, name)], url="/api/v1/jobs?wait=30")
+    assert response.status_code == 200
+    job = response.get_json()
+    assert job["status"] == "done" and job["progress"] == {"done": 1, "failed": 0, "total": 1}
+    assert job["results"][0]["top3"][0]["label"] == label
+    assert response.headers["Location"] == f"/api/v1/jobs/{job['job_id']}"
+    assert client.get(response.headers["Location"]).get_json() == job
+
+
+def test_submit_with_a_wait_out_of_bounds_is_refused_before_anything_is_stored(web_client):
+    (content, name, _), = photos(1)
+    assert_error(upload(web_client, [(content, name)], url="/api/v1/jobs?wait=31"), 422, "invalid_wait")
+
+
 def test_job_document_field_by_field(client, app):
     images = photos(3)
     accepted = upload(client, [(c, n) for c, n, _ in images]).get_json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
+from bench.heavy import main as heavy_main
 from bench.run import main
 
 
@@ -20,7 +21,16 @@ def test_quick_bench_runs_every_phase_without_failures(tmp_path):
     assert results["failures"] == 0
     assert {(r["precision"], r["batch"]) for r in results["ceiling"]["rows"]} == {("fp32", 1), ("fp32", 16), ("int8", 1), ("int8", 16)}
     assert {(s["job_size"], s["clients"]) for s in results["service"]} == {(1, 1), (1, 4), (1, 16), (16, 1), (16, 4), (16, 16)}
+    assert [p["clients"] for p in results["peer"]] == [1, 4, 16]
+    assert results["resets"] == results["server_errors"] == 0
     assert [s["worker_processes"] for s in results["scaling"]] == [1, 2, 3]
     assert all(ms > 0 for ms in results["breakdown"]["median_ms"].values())  # NaN too fails: no task timings
     assert all(value > 0 for value in results["ratios"].values())
     assert "### Ratios" in (tmp_path / "results-latest.md").read_text()
+
+
+def test_the_heavy_image_scenario_runs_both_layouts_without_failures(tmp_path):
+    """`python -m bench.heavy` with one heavy job: light jobs idle and beside it, in both layouts."""
+    assert heavy_main(["--heavy-jobs", "1", "--heavy-per-job", "1", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "heavy-latest.md").read_text()
+    assert "| shared " in table and "| own process " in table

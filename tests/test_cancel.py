@@ -42,16 +42,17 @@ def test_a_cancelled_job_is_never_classified(fresh_settings, tmp_path):
     assert client.delete(status_url).get_json() == job  # again: the same answer, nothing changes
 
     redis = Redis.from_url(settings.redis_url)
-    assert redis.llen(CELERY_QUEUE) == 2  # its two tasks still wait for a worker
+    assert redis.llen("jobs:ready:celery") == 2 and redis.llen(CELERY_QUEUE) == 1  # its chunks and a wake-up wait
     worker = Worker(settings, tmp_path / "worker.log").start()
     try:
-        wait_for(lambda: redis.llen(CELERY_QUEUE) == 0 and redis.hlen("unacked") == 0 and redis.zcard(PENDING) == 0,
+        wait_for(lambda: redis.llen(CELERY_QUEUE) == 0 and redis.hlen("unacked") == 0 and redis.zcard(PENDING) == 0
+                 and redis.llen("jobs:ready:celery") == 0,
                  60, "the worker to take and end the cancelled chunks")
     finally:
         worker.stop()
     assert client.get(status_url).get_json() == job  # no result written
     job_key = JobStore.key(job["job_id"])
-    assert [redis.hget(job_key, f"attempts:{i}") for i in (0, 2)] == [b"1", b"1"]  # yet the worker took both tasks
+    assert [redis.hget(job_key, f"attempts:{i}") for i in (0, 2)] == [b"1", b"1"]  # yet the worker took both chunks
 
 
 def test_a_finished_job_keeps_its_results(client):

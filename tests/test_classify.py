@@ -2,6 +2,7 @@
 real Redis, called directly."""
 from __future__ import annotations
 
+import math
 import uuid
 
 import pytest
@@ -11,7 +12,7 @@ from common.chunks import PENDING
 from common.jobs import CANCELLED, DONE, FAILED, JobStore
 from common.settings import Settings
 from harness import valid_images
-from worker.classify import MAX_ATTEMPTS, classify_chunk
+from worker.classify import MAX_ATTEMPTS, Batching, classify_batch, classify_chunk, classify_taken, drain
 from worker.inference import Classifier
 
 MAX_PIXELS = Settings.max_pixels
@@ -52,6 +53,64 @@ def test_a_chunk_that_keeps_killing_workers_fails(store, classifier):
     job = store.get(job_id)
     assert job.finished
     assert {image["error"]["code"] for image in job.images} == {"worker_crashed"}
+
+
+def test_a_bad_image_in_a_batch_across_jobs_fails_alone(store, classifier):
+    photo = valid_images(1)[0][0].read_bytes()
+    good, mixed, gone = new_job(store, [photo]), new_job(store, [photo, photo[:400]]), str(uuid.uuid4())
+    classify_batch(store, classifier, [(good, [0]), (mixed, [0, 1]), (gone, [0])], MAX_PIXELS)
+    assert [image["status"] for image in store.get(good).images] == [DONE]
+    mixed_images = store.get(mixed).images
+    assert [image["status"] for image in mixed_images] == [DONE, FAILED]
+    assert mixed_images[1]["error"]["code"] in {"corrupt_image", "not_an_image"}  # a JPEG cut short
+    assert mixed_images[0]["top3"] == store.get(good).images[0]["top3"]  # the same photo, the same answer
+    assert store.get(gone) is None  # an expired job among them is skipped, not brought back
+
+
+def test_a_batch_that_killed_its_worker_runs_chunk_by_chunk_so_the_poison_fails_alone(store, classifier):
+    """Chunks of three jobs were taken as one batch and its worker died each time (so far as the
+    attempt counts tell): delivered again, the batch runs chunk by chunk, and only the chunk that
+    reached its limit fails; the other jobs' images are classified."""
+    photo = valid_images(1)[0][0].read_bytes()
+    jobs = [new_job(store, [photo]) for _ in range(3)]
+    for _ in range(MAX_ATTEMPTS):  # the poison's chunk was started this often; the others once
+        store.mark_running(jobs[1], [0])
+    store.mark_running(jobs[0], [0]), store.mark_running(jobs[2], [0])
+    store.redis.set("jobs:batch:task-1", "[]")
+    classify_taken(store, classifier, [(job_id, [0]) for job_id in jobs], True, "task-1", MAX_PIXELS)
+    results = [store.get(job_id).images[0] for job_id in jobs]
+    assert [r["status"] for r in results] == [DONE, FAILED, DONE]
+    assert results[1]["error"]["code"] == "worker_crashed"
+    assert not store.redis.exists("jobs:batch:task-1")  # written: a later copy of the task finds nothing
+
+
+def test_a_wake_up_drains_the_ready_chunks_of_every_job_in_batches(store, classifier):
+    """Five one-photo jobs listed to batch, two images a batch: one task classifies them all, in
+    three inferences, and wakes another worker each time it leaves chunks behind."""
+    queue, photo = f"test-{uuid.uuid4()}", valid_images(1)[0][0].read_bytes()
+    jobs = [str(uuid.uuid4()) for _ in range(5)]
+    for job_id in jobs:
+        store.create(job_id, ["a.jpg"], {0: photo}, {}, [[0]], queue=queue)
+    wakes = []
+    drain(store, classifier, queue, "task-1", Batching(2, MAX_PIXELS, math.inf, 60, 60), lambda: wakes.append(1))
+    assert [store.get(job_id).images[0]["status"] for job_id in jobs] == [DONE] * 5
+    assert len(wakes) == 2  # after the first and second batches; the third emptied the list
+    assert store.redis.llen(f"jobs:ready:{queue}") == 0
+    assert [store.redis.zscore(PENDING, f"{job_id} 0") for job_id in jobs] == [None] * 5  # every chunk ended
+
+
+def test_a_drained_batch_skips_cancelled_and_expired_jobs(store, classifier):
+    queue, photo = f"test-{uuid.uuid4()}", valid_images(1)[0][0].read_bytes()
+    good, cancelled, expired = (str(uuid.uuid4()) for _ in range(3))
+    for job_id in (good, cancelled, expired):
+        store.create(job_id, ["a.jpg", "b.jpg"], {0: photo, 1: photo}, {}, [[0, 1]], queue=queue)
+    store.cancel(cancelled)
+    store.redis.delete(store.key(expired))
+    drain(store, classifier, queue, "task-2", Batching(16, MAX_PIXELS, math.inf, 60, 60), lambda: None)
+    assert [image["status"] for image in store.get(good).images] == [DONE, DONE]
+    assert store.get(cancelled).images == [{"status": CANCELLED}] * 2 and store.get(cancelled).model is None
+    assert not store.redis.exists(store.key(expired))  # not brought back half-made
+    assert not store.redis.exists("jobs:batch:task-2")
 
 
 def test_expired_job_is_skipped(store, classifier):

@@ -73,6 +73,49 @@ def test_worker_killed_mid_job(stack):
     assert_completes(client, status_url, 64)
 
 
+def test_worker_killed_mid_batch_of_many_jobs(stack):
+    """24 one-image jobs queued before any worker runs, so the worker takes them in batches across
+    jobs; killed mid-way, a new worker finishes every one (the tasks that took batches are
+    delivered again and take the same chunks)."""
+    client = stack.client()
+    status_urls = [submit(client, 1) for _ in range(24)]
+    doomed = stack.worker(WORKER_THREADS="1")
+    wait_for(lambda: any(job(client, url)["status"] != "queued" for url in status_urls), 30, "a batch to start",
+             interval=0.01)
+    doomed.kill(signal.SIGKILL)
+    stack.worker()
+    for url in status_urls:
+        assert_completes(client, url, 1)
+    assert Redis.from_url(stack.settings.redis_url).keys("jobs:batch:*") == []
+
+
+def test_a_bad_image_batched_with_other_jobs_fails_alone(stack):
+    client = stack.client()
+    good = [submit(client, 1) for _ in range(3)]
+    cut_short = valid_images(1)[0][0].read_bytes()[:400]  # a JPEG header, then nothing: fails decoding
+    response = client.post("/api/v1/jobs", data={"file": [(io.BytesIO(cut_short), "cut.jpg")]},
+                           content_type="multipart/form-data")
+    good += [submit(client, 1) for _ in range(3)]
+    stack.worker()
+    bad = wait_for(lambda: (j := job(client, response.get_json()["status_url"], wait=5))["status"] == "done" and j,
+                   60, "the bad image's job")
+    assert bad["results"][0]["status"] == FAILED
+    for url in good:
+        assert_completes(client, url, 1)
+
+
+def test_chunks_listed_with_no_wake_up_are_classified_all_the_same(stack):
+    """What a web process leaves if it dies after storing a job (its chunks listed to batch) but
+    before sending the wake-up, or what a lost wake-up leaves: the workers' sweeper finds a list
+    nobody takes from and wakes a worker."""
+    store = JobStore(Redis.from_url(stack.settings.redis_url), ttl_s=600, dispatch_grace_s=1)
+    images = {i: path.read_bytes() for i, (path, _) in enumerate(valid_images(3))}
+    job_id = str(uuid.uuid4())
+    assert store.create(job_id, [f"{i}.jpg" for i in images], images, {}, [[0, 1], [2]], queue="celery") == 0
+    stack.worker()
+    assert_completes(stack.client(), f"/api/v1/jobs/{job_id}", 3)
+
+
 def test_worker_stopped_with_sigterm_mid_job(stack):
     client, stopping = stack.client(), stack.worker(WORKER_THREADS="1")
     status_url = submit(client, 64)

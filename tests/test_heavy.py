@@ -86,7 +86,7 @@ def test_heavy_images_are_queued_one_per_task(fresh_settings):
     redis = Redis.from_url(settings.redis_url)
     members = {m.decode() for m in redis.zrange(PENDING, 0, -1)}
     assert members == {f"{job['job_id']} 0,1,3", f"{job['job_id']} 2", f"{job['job_id']} 4"}
-    assert redis.llen("celery") == 3
+    assert redis.llen("celery") == 1 and redis.llen("celery.heavy") == 2  # heavy ones on their own queue
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from redis import Redis
 
-from common.chunks import PENDING
+from common.chunks import PENDING, ChunkScheduler
 from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, success
 
 PREDICTION = {"top3": [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3, "confident": False}
@@ -69,6 +69,28 @@ def test_wait_wakes_when_the_job_finishes(store):
     assert time.monotonic() - began < 15  # woken by the message, not by the timeout
 
 
+def test_long_polls_sharing_one_subscription_each_wake_with_their_own_job(redis_server, settings):
+    """The web process's long polls share one subscription (common/notify.py): finishing a job
+    wakes every poll on it, and only those."""
+    shared = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=True)
+    job_id, other = new_job(shared, total=1), new_job(shared, total=1)
+    answers = {}
+    polls = [threading.Thread(target=lambda key, j: answers.__setitem__(key, shared.wait(j, timeout_s=20)), args=args)
+             for args in (("a1", job_id), ("a2", job_id), ("b", other))]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.3)
+    began = time.monotonic()
+    shared.finish(job_id, {0: success(PREDICTION)}, MODEL)
+    polls[0].join(20), polls[1].join(20)
+    assert answers["a1"].finished and answers["a2"].finished
+    assert time.monotonic() - began < 4  # woken by the message, not by the 5 s re-read
+    assert "b" not in answers  # still waiting: its job did not finish
+    shared.finish(other, {0: success(PREDICTION)}, MODEL)
+    polls[2].join(20)
+    assert answers["b"].finished
+
+
 def test_wait_returns_the_job_as_it_stands_on_timeout(store):
     job_id = new_job(store, total=1)
     assert store.wait(job_id, timeout_s=0.2).images == [{"status": QUEUED}]
@@ -118,3 +140,55 @@ def test_cancel_ends_queued_images_and_lets_running_ones_finish(store):
     job = store.get(job_id)
     assert job.finished and [image["status"] for image in job.images] == [DONE, CANCELLED, DONE]
     assert store.cancel(job_id) == job  # again: nothing changes
+
+
+def test_tasks_take_waiting_chunks_of_any_jobs_in_batches_oldest_first(store):
+    """Batching across jobs (common/chunks.py): a task takes chunks from the head of the ready
+    list up to the batch's images; a new delivery of it (its process died) takes the same chunks
+    again until their results are written; then it takes on where the list stands."""
+    queue = f"test-{uuid.uuid4()}"  # a queue of its own: no session worker takes from it
+    jobs = [str(uuid.uuid4()) for _ in range(4)]
+    listed = [store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"][:len(chunks[0])], {i: b"x" for i in chunks[0]}, {},
+                           chunks, queue=queue)
+              for job_id, chunks in zip(jobs, ([[0]], [[0, 1]], [[0]], [[0, 1, 2]]))]
+    assert listed == [0, 1, 2, 3]  # only the first found the list empty: only it sends a wake-up
+    assert store.chunks.take("task-1", queue, 4, 60) == (False, [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])], 1)
+    assert store.chunks.take("task-1", queue, 4, 60)[:2] == (True, [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])])
+    now, _ = store.redis.time()
+    assert store.redis.zscore(PENDING, f"{jobs[0]} 0") > now + 30  # taken: due again only if never finished
+    store.finish_all([(job_id, chunk, {i: success(PREDICTION) for i in chunk}, MODEL)
+                      for job_id, chunk in [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])]], "task-1")
+    assert store.chunks.take("task-1", queue, 2, 60) == (False, [(jobs[3], [0, 1, 2])], 0)  # one chunk over the batch
+    assert store.chunks.take("task-2", queue, 4, 60) == (False, [], 0)
+    assert [statuses(store, job_id) for job_id in jobs[:3]] == [[DONE], [DONE, DONE], [DONE]]
+
+
+def test_a_list_nobody_takes_from_is_stalled_once_per_grace(store):
+    queue = f"test-{uuid.uuid4()}"
+    chunks = ChunkScheduler(store.redis, "job:", dispatch_grace_s=0.3)
+    assert not chunks.stalled(queue)  # empty
+    assert chunks.make_ready(queue, "j", [[0], [1]]) == 0
+    assert chunks.stalled(queue) and not chunks.stalled(queue)  # a wake-up, then not again at once
+    time.sleep(0.4)
+    assert chunks.stalled(queue)
+    chunks.take("t", queue, 16, 60)
+    assert not chunks.stalled(queue)
+
+
+def test_heavy_chunks_are_never_listed_to_batch(store):
+    queue = f"test-{uuid.uuid4()}"
+    job_id = str(uuid.uuid4())
+    store.create(job_id, ["a.jpg", "b.png", "c.jpg"], {i: b"x" for i in range(3)}, {}, [[0, 2], [1]], heavy=[1],
+                 queue=queue)
+    assert store.redis.lrange(f"jobs:ready:{queue}", 0, -1) == [f"{job_id} 0,2".encode()]
+    assert store.heavy_images(job_id) == [1]
+
+
+def test_batched_steps_survive_a_redis_that_lost_its_scripts(store):
+    """A restarted Redis holds no scripts: the one-round-trip steps load them and go on."""
+    job_id = new_job(store)
+    store.redis.script_flush()
+    assert [s.indices for s in store.mark_all_running([(job_id, [0, 1])])] == [[0, 1]]
+    store.redis.script_flush()
+    store.finish_all([(job_id, [0, 1], {0: success(PREDICTION), 1: success(PREDICTION)}, MODEL)], "task-x")
+    assert statuses(store, job_id) == [DONE, DONE]

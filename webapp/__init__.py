@@ -47,13 +47,14 @@ def configure(app: APIFlask, settings: Settings) -> None:
 def connect_services(app: APIFlask, settings: Settings) -> None:
     # Timeouts: a Redis that stops answering (a partition, a failover) must cost a request a 503,
     # not hold its thread forever; long polls wait on their own timeout, not the socket's.
-    # Pool: every connection being served may wait in a long poll, which holds a subscription and
-    # reads with a second connection; with fewer, polls beyond the pool would fail.
+    # Pool: every connection being served may wait in a long poll, which reads with a connection of
+    # its own (the subscription is one per process, shared: common/notify.py); with fewer, polls
+    # beyond the pool would fail.
     redis = Redis.from_url(settings.redis_url, health_check_interval=30, socket_connect_timeout=5, socket_timeout=10,
                            max_connections=2 * settings.web_connections)
     app.extensions["settings"] = settings
     app.extensions["redis"] = redis
-    app.extensions["jobs"] = JobStore.for_settings(redis, settings)
+    app.extensions["jobs"] = JobStore.for_settings(redis, settings, shared_subscription=True)
     app.extensions["celery"] = make_celery(settings)
     # A cancel that closes a job with a callback_url queues its delivery (common/webhooks.py).
     app.extensions["jobs"].on_callback_due = Callbacks(redis, app.extensions["celery"], settings).queue

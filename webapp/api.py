@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from apiflask import APIBlueprint
-from flask import current_app, url_for
+from apiflask import APIBlueprint, HTTPError
+from flask import current_app, jsonify, url_for
 
 from common.documents import job_document
 from common.error_codes import ErrorCode
@@ -22,10 +22,17 @@ from webapp.uploads import SUBMIT_ERRORS, UPLOAD_ERRORS, read_upload, submit
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
 
 MAX_WAIT_S = 30.0
+# POST ?wait's other answer: the job, finished within the wait (its JobOut document).
+FINISHED_JOB = {"description": "finished within `wait` seconds: the job, as GET answers it",
+                "headers": {"Location": {"description": "the job's status_url", "schema": {"type": "string"}}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobOut"},
+                                                 "example": examples.JOB_DONE}}}
 DESCRIPTION = """Tells which of 100 sports a photo shows.
 
 Submit images with `POST /api/v1/jobs`, then poll the `status_url` it returns (add `?wait=S`,
-S ≤ 30, to hold the request until the job is done); `DELETE` it to cancel. Every error body is
+S ≤ 30, to hold the request until the job is done); `DELETE` it to cancel. `POST ...?wait=S` holds
+the submission itself: the finished job comes back (200) if it finishes within S seconds, one
+exchange for a lone photo. Every error body is
 `{{"error": {{"code", "message"}}}}`.
 
 **Limits**: {s.max_images_per_job} images per job, {s.max_image_bytes:,} bytes per image,
@@ -52,21 +59,49 @@ def found(job: Job | None, job_id: str) -> dict:
 @submission  # before the upload is read: a refused client costs nothing
 @bp.input(schemas.UploadIn, location="files", validation=False, examples=examples.UPLOAD)
 @bp.input(schemas.IdempotencyHeader, location="headers", validation=False)  # checked in idempotency.py: 400
-@bp.input(schemas.ModelQuery, location="query")
-@bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location header)",
+@bp.input(schemas.SubmitQuery, location="query")
+@bp.output(schemas.JobAccepted, status_code=202, description="accepted; poll status_url (also in the Location "
+           "header). With `wait`: accepted, and not finished within `wait` seconds",
            example=examples.JOB_ACCEPTED, headers=schemas.AcceptedHeaders)
 @bp.doc(summary="Submit images for classification",
-        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`. Optional: a `callback_url` "
-        "part (a webhook once the job is done) and an `Idempotency-Key` header (a retry gets the first job).",
-        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, *SUBMIT_ERRORS, ErrorCode.UNKNOWN_MODEL))
+        description=f"One part named `file` per image: `{examples.UPLOAD_CURL}`. With `?wait=S` the request is "
+        "held until the job is done, for at most S seconds (≤ 30): done in time, the answer is the job itself (200). "
+        "Optional: a `callback_url` part (a webhook once the job is done) and an `Idempotency-Key` header (a retry "
+        "gets the first job).",
+        responses=errors(*GUARD_ERRORS, *UPLOAD_ERRORS, *SUBMIT_ERRORS, ErrorCode.INVALID_WAIT,
+                         ErrorCode.UNKNOWN_MODEL) | {200: FINISHED_JOB})
 def create_job(files_data, headers_data, query_data):
-    key = idempotency.key_from_request()
+    wait, key = valid_wait(query_data["wait"]), idempotency.key_from_request()
     job = read_upload(current_app.extensions["settings"].max_images_per_job, callback=True)
     first = submit(job, key)
     job_id, total = (first["job_id"], first["total"]) if first else (job.job_id, len(job.filenames))
     status_url = url_for("api.get_job", job_id=job_id)
     headers = {"Location": status_url} | ({idempotency.REPLAYED_HEADER: "true"} if first else {})
+    finished = finished_within(job_id, wait) if wait else None
+    if finished is not None:  # a Response, as is: @bp.output's schema (JobAccepted) is the 202's
+        response = jsonify(found(finished, job_id))
+        response.headers.update(headers)
+        return response
     return {"job_id": job_id, "status": QUEUED, "total": total, "status_url": status_url}, 202, headers
+
+
+def finished_within(job_id: str, wait: float) -> Job | None:
+    """The job if it finishes within `wait` seconds; else None, as when the client holds its most
+    long polls already: the job is accepted either way, and the 202 says where to poll."""
+    try:
+        with long_poll_slot(wait):
+            job = current_app.extensions["jobs"].wait(job_id, wait)
+    except HTTPError as exc:
+        if exc.status_code != ErrorCode.TOO_MANY_LONG_POLLS.status:
+            raise
+        return None
+    return job if job is not None and job.finished else None
+
+
+def valid_wait(wait: float) -> float:
+    if not 0 <= wait <= MAX_WAIT_S:
+        fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+    return wait
 
 
 @bp.get("/jobs/<job_id>")
@@ -76,9 +111,7 @@ def create_job(files_data, headers_data, query_data):
         responses=errors(ErrorCode.JOB_NOT_FOUND, ErrorCode.UNPROCESSABLE_ENTITY, ErrorCode.INVALID_WAIT,
                          ErrorCode.TOO_MANY_LONG_POLLS, ErrorCode.UNAVAILABLE))
 def get_job(job_id: str, query_data):
-    wait = query_data["wait"]
-    if not 0 <= wait <= MAX_WAIT_S:
-        fail(ErrorCode.INVALID_WAIT, f"wait must be between 0 and {MAX_WAIT_S:g} seconds")
+    wait = valid_wait(query_data["wait"])
     job_id, jobs = known_id(job_id), current_app.extensions["jobs"]
     if wait == 0:
         return found(jobs.get(job_id), job_id)

@@ -18,7 +18,7 @@ from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from common.error_codes import ErrorCode
-from common.queue import queue_for
+from common.queue import queue_for, waiting
 from webapp.errors import fail
 
 API_KEY_HEADER = "X-API-Key"
@@ -69,28 +69,35 @@ def _check_rate() -> None:
 
 
 def _check_backlog() -> None:
-    """Queued work is bounded twice: by batches waiting, and by the memory their images take."""
+    """Queued work is bounded twice: by batches waiting, and by the memory their images take.
+    Both readings come in one round trip."""
     settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
-    with redis.pipeline(transaction=False) as pipe:  # every model's queue: one backlog, one limit
-        for model in current_app.extensions["models"]:
-            pipe.llen(queue_for(model))
-        depth = sum(pipe.execute())
-    used, limit = _redis_memory()
+    standing, models = _refusal_standing(), current_app.extensions["models"]
+    with redis.pipeline(transaction=False) as pipe:  # every model's queues: one backlog, one limit
+        for model in models:
+            waiting(pipe, queue_for(model))
+        if standing is None:
+            pipe.info("memory")
+        answers = pipe.execute()
+    depth = sum(answers[:2 * len(models)])
+    used, limit = standing or _redis_memory(answers[-1])
     if depth >= settings.max_queue_depth or used >= limit:
         message = f"the service is busy ({depth} batches, {used / 2**20:.0f} MB waiting); try again shortly"
         fail(ErrorCode.OVERLOADED, message, headers={"Retry-After": "10"})
 
 
-def _redis_memory() -> tuple[int, float]:
+def _refusal_standing() -> tuple[int, float] | None:
+    """A reading over the limit stands for a moment, so a flood of refused submissions costs no
+    INFO each; otherwise None, and the memory is read afresh, so accepted ones cannot overshoot
+    on a stale reading."""
+    over = current_app.extensions.get("redis_over_limit")
+    return (over[1], over[2]) if over and time.monotonic() - over[0] < REFUSAL_STANDS_S else None
+
+
+def _redis_memory(info: dict) -> tuple[int, float]:
     """Redis's memory in use and the most submissions may fill (a share of its maxmemory, or
-    MAX_REDIS_MB when it has none), in bytes. A reading over the limit stands for a moment, so a
-    flood of refused submissions costs no INFO each; any other is taken afresh, so accepted
-    ones cannot overshoot on a stale reading."""
+    MAX_REDIS_MB when it has none), in bytes, from INFO memory."""
     settings, extensions = current_app.extensions["settings"], current_app.extensions
-    over = extensions.get("redis_over_limit")
-    if over and time.monotonic() - over[0] < REFUSAL_STANDS_S:
-        return over[1], over[2]
-    info = extensions["redis"].info("memory")
     used, maxmemory = info["used_memory"], info["maxmemory"]
     limit = maxmemory * settings.redis_memory_share if maxmemory else settings.max_redis_mb * 2**20
     extensions["redis_over_limit"] = (time.monotonic(), used, limit) if used >= limit else None

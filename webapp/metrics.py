@@ -25,7 +25,7 @@ from common import exposition, shadow, workers
 from common.chunks import PENDING
 from common.error_codes import ErrorCode
 from common.jobs import CANCELLED, FAILED
-from common.queue import CELERY_QUEUE
+from common.queue import CELERY_QUEUE, backlog_key
 from webapp.errors import fail
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,14 @@ class ServiceState:
         return [up, *families]
 
     def _queues(self, Gauge):
-        depth = Gauge("sportclf_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"])
+        depth = Gauge("sportclf_queue_depth", "Work waiting in each queue: chunks listed to batch, or tasks",
+                      labels=["queue"])
         queues = {CELERY_QUEUE}
         for key in self.redis.scan_iter(match=BINDINGS, count=100):
             if b"pidbox" not in key:  # Celery's control channels (`celery inspect` replies), not work
                 queues |= {member.split(b"\x06\x16")[-1].decode() for member in self.redis.smembers(key)}
         for queue in sorted(queues):
-            depth.add_metric([queue], self.redis.llen(queue))
+            depth.add_metric([queue], self.redis.llen(backlog_key(queue)))
         return depth
 
     def _pending(self, Gauge):

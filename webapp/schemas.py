@@ -183,6 +183,10 @@ class WaitQuery(Schema):
                  "description": "seconds to hold the request until the job is done (long poll)"})
 
 
+class SubmitQuery(WaitQuery, ModelQuery):
+    """POST /api/v1/jobs: hold the request for the result, and pin a model."""
+
+
 class ClassesOut(Schema):
     classes = List(String(), required=True)
     display_names = Dict(keys=String(), values=String(), required=True)

@@ -12,12 +12,13 @@ from flask import current_app, request
 from redis.client import Pipeline
 from redis.exceptions import RedisError
 
+from common import shadow
 from common.chunks import chunked
 from common.error_codes import ErrorCode
 from common.jobs import failure
 from common.preprocess import MB, ImageError, Preprocessing, check_cost, open_image
-from common import shadow
-from common.queue import enqueue
+from common.queue import enqueue, queue_for
+from common.registry import ModelEntry
 from common.webhooks import check_url
 from webapp import idempotency
 from webapp.errors import fail
@@ -116,11 +117,11 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
     model, shadow_model = route(request.args.get("model"))
     chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
-    first = _create(job, chunks, idempotency_key, model.identity)
+    first, listed_before = _create(job, chunks, idempotency_key, model)
     if first is not None:
         idempotency.check_same_request(first, job.fingerprint.hexdigest())
         return first
-    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, model.id)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, model.id, listed_before)
     if shadow_model and chunks and not refused:
         shadow.keep_copies(jobs.redis, job.job_id, job.images, settings.result_ttl_s)
         shadow.send(current_app.extensions["celery"], job.job_id, chunks, shadow_model)
@@ -136,17 +137,19 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     return None
 
 
-def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None, model: dict) -> dict | None:
-    """Stores the job; with an idempotency key, only if the key is new (else nothing is stored,
-    and the first job's record is returned)."""
-    jobs = current_app.extensions["jobs"]
+def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None, model: ModelEntry) -> tuple[dict | None, int | None]:
+    """Stores the job, its light chunks listed ready on `model`'s queue; with an idempotency key,
+    only if the key is new (else nothing is stored, and the first job's record is returned). Also
+    answers how many chunks were listed before (see JobStore.create)."""
+    jobs, listed = current_app.extensions["jobs"], []
 
     def create(pipe: Pipeline | None = None) -> None:
-        jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, model=model,
-                    callback_url=job.callback_url, pipe=pipe)
+        listed.append(jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, model=model.identity,
+                                  callback_url=job.callback_url, heavy=job.heavy, queue=queue_for(model.id), pipe=pipe))
 
     if not idempotency_key:
         create()
-        return None
+        return None, listed[0]
     record = {"job_id": job.job_id, "total": len(job.filenames), "fingerprint": job.fingerprint.hexdigest()}
-    return idempotency.create_once(idempotency_key, record, create)
+    first = idempotency.create_once(idempotency_key, record, create)
+    return first, listed[-1] if listed else None

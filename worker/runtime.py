@@ -24,10 +24,11 @@ from redis.retry import Retry
 
 from common import workers
 from common.jobs import JobStore
-from common.queue import DEFAULT_MODEL, enqueue, queue_for
+from common.queue import DEFAULT_MODEL, enqueue, heavy_queue, queue_for, wake
 from common.registry import ModelEntry, model_id, publish, served_models
 from common.settings import Settings
 from common.webhooks import Callbacks
+from worker.classify import Batching
 from worker.inference import Classifier, default_threads
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Runtime:
         threads = settings.worker_threads or default_threads(settings.processes)
         self.classifiers = load_classifiers(models, threads)
         self.classifier = next(iter(self.classifiers.values()))  # the first: for a task that names no model
+        self.batching = Batching.for_settings(settings)
         log.info("%s loaded %s with %d threads", worker_id(), list(self.classifiers), threads)
 
     def classifier_for(self, model: str | None) -> Classifier:
@@ -88,11 +90,17 @@ class Runtime:
 
     def queue_due(self) -> None:
         """Queues the pending chunks nobody queued (their web process died) or whose task was lost;
-        a chunk the broker refuses stays pending and comes due again."""
+        a chunk the broker refuses stays pending and comes due again. Wakes a ready list of this
+        worker's models whose wake-up was lost (common/chunks.py)."""
         for job_id, chunk in self.jobs.chunks.claim_due():
             model = self.jobs.model_of(job_id)  # the job's own model's queue, whichever this worker serves
-            if not enqueue(self.app, self.jobs, job_id, [chunk], model_id(model) if model else DEFAULT_MODEL):
+            heavy = self.jobs.heavy_images(job_id)
+            if not enqueue(self.app, self.jobs, job_id, [chunk], heavy, model_id(model) if model else DEFAULT_MODEL):
                 log.warning("queued images %s of job %s, which were not queued or not finished in time", chunk, job_id)
+        for model in self.classifiers:
+            if self.jobs.chunks.stalled(queue_for(model)):
+                log.warning("chunks wait for %s with no task taking them: waking a worker", model)
+                wake(self.app, model)
 
 
 def limit_memory(extra_mb: int) -> None:
@@ -134,8 +142,10 @@ class Lifecycle:
         return self.current
 
     def queues(self) -> list[str]:
-        """The queues this worker consumes: its models' (Celery's default one while it has none)."""
-        return [queue_for(model.id) for model in self.models] or [queue_for(DEFAULT_MODEL)]
+        """The queues this worker consumes: each of its models' two (light and heavy: common/queue.py),
+        Celery's default ones while it has none."""
+        light = [queue_for(model.id) for model in self.models] or [queue_for(DEFAULT_MODEL)]
+        return [name for queue in light for name in (queue, heavy_queue(queue))]
 
     def check_model(self, **_) -> None:
         self.model_problem = self.model_problem or self.load_problem()

@@ -24,10 +24,10 @@ def shadow_chunk(store: JobStore, classifier: Classifier, job_id: str, indices: 
     inputs = {}
     for index in primary:
         try:
-            inputs[index] = _prepare(copies[index], classifier, max_pixels, max_decode_mb)
+            inputs[job_id, index] = _prepare(copies[index], classifier, max_pixels, max_decode_mb)
         except ImageError:  # gone (expired), or the decoder refused it: nothing to compare
             pass
-    answers = {i: r["top3"][0]["label"] for i, r in _predict(classifier, inputs, job_id).items() if r["status"] == DONE}
+    answers = {i: r["top3"][0]["label"] for (_, i), r in _predict(classifier, inputs).items() if r["status"] == DONE}
     shadow.record(store.redis, model_id(classifier.card), len(answers),
                   sum(label == primary[i] for i, label in answers.items()))
     return True
