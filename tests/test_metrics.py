@@ -164,9 +164,10 @@ def test_json_logs_carry_the_job(stack):
     for line in written:
         assert line["model"] == job["model"]["name"] and line["version"] == job["model"]["version"]
         assert line["duration_s"] > 0 and line["chunk"] and line["level"] == "INFO"
-    celery_lines = [line for line in json_lines(worker.log) if line.get("job_id") == job["job_id"]
-                    and line["logger"].startswith("celery")]
-    assert {"Task worker.classify_images"} <= {line["message"][:27] for line in celery_lines}
+    # Celery's own lines are JSON too; a light job's chunks run in a batch task (a wake-up for the
+    # queue, of any jobs), so the job is named by the chunk lines above, not by the task's.
+    celery_lines = [line for line in json_lines(worker.log) if line["logger"].startswith("celery")]
+    assert any(line["message"].startswith("Task worker.classify_waiting") for line in celery_lines)
     access = wait_for(lambda: [line for line in json_lines(web.log) if line["logger"] == "gunicorn.access"
                                and line.get("path") == f"/api/v1/jobs/{job['job_id']}"], 30, "the access line")
     assert access[0]["status"] == 200 and access[0]["method"] == "GET"
