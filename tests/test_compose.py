@@ -158,12 +158,16 @@ def prometheus_config() -> dict:
 def test_prometheus_scrapes_the_web_app_and_every_worker_by_their_service_names():
     jobs = {job["job_name"]: job for job in prometheus_config()["scrape_configs"]}
     assert jobs.keys() == {"web", "worker"}
-    for name, job in jobs.items():
-        [discovery] = job["dns_sd_configs"]  # every replica the service's name resolves to
-        assert discovery["names"] == [name] and discovery["type"] == "A"
-        assert discovery["port"] in container_ports(name)
-        assert job["metrics_path"] == "/metrics"
-    assert jobs["web"]["dns_sd_configs"][0]["port"] == 8000
+    scraped = set()
+    for job in jobs.values():
+        [discovery] = job["dns_sd_configs"]  # every replica the services' names resolve to
+        assert discovery["type"] == "A" and job["metrics_path"] == "/metrics"
+        assert all(discovery["port"] in container_ports(name) for name in discovery["names"])
+        scraped |= set(discovery["names"])
+    assert jobs["web"]["dns_sd_configs"][0] == {**jobs["web"]["dns_sd_configs"][0], "names": ["web"], "port": 8000}
+    metered = {name for name, service in services().items()
+               if isinstance(env := service.get("environment", {}), dict) and env.get("WORKER_METRICS_PORT")}
+    assert scraped == {"web"} | metered  # the light and the heavy-image workers alike
 
 
 def test_prometheus_accepts_its_config():
