@@ -1,8 +1,12 @@
 """One ONNX graph that fuses the served fine-tuned Lite0 with the frozen ImageNet Lite0 and a linear
 probe on its features: the two log-probabilities are mixed with a fixed weight, a softmax of the mix
-comes out (ml/EXPERIMENTS.md, "Fusion").
+comes out (ml/EXPERIMENTS.md, "Fused model": a candidate, not the served model).
 
-    python -m ml.fuse --cache /tmp/mlfeat    # after `python -m ml.probe`, which caches the features
+    D=../shared/data
+    python -m ml.probe --cache /tmp/mlfeat --set train $D/sports100/train --set real-train $D/real-train \
+        --set valid $D/sports100/valid --set wild-dev $D/wild-dev --extra real-train   # features, ~35 min on 2 cores
+    python -m ml.fuse --cache /tmp/mlfeat --extra real-train   # logits probe, weight 0.4 (chosen on valid)
+    python -m ml.fuse --timing-only                            # ms per image, served and fused, taking turns
 
 The served model exists only as ONNX (batch norms folded into the convolutions), so its weights are
 loaded back into a PyTorch Lite0 whose batch norms are made to add the folded bias and nothing else.
@@ -183,7 +187,7 @@ def cost(args: argparse.Namespace, fp32: Path, int8: Path, prep: Preprocessing) 
     return timing, speed
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cache", type=Path, help="where ml.probe cached the Lite0 features (needed to build)")
     parser.add_argument("--model", type=Path, default=Path("models/sports100-lite0.onnx"), help="the fine-tuned FP32 model")
@@ -200,6 +204,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="timed runs of each model and batch size")
     parser.add_argument("--timing-only", action="store_true", help="only time the fused files already in --out")
     args = parser.parse_args()
+    if args.cache is None and not args.timing_only:
+        parser.error("--cache is needed to build: the folder `python -m ml.probe --cache` filled")
+    return args
+
+
+def main() -> None:
+    args = arguments()
     began = time.perf_counter()
     served = load_card(str(args.model.with_suffix(".json")))
     prep = Preprocessing.from_card(served)
