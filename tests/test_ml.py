@@ -112,7 +112,8 @@ def test_torchvision_b0_option_trains_one_step():
 
 # INT8 kernels differ by instruction set (with or without AVX512-VNNI), which moves a few borderline
 # photos; FP32 gives the same answers everywhere.
-@pytest.mark.parametrize("name, tolerance", [("sports100-lite0", 0.0), ("sports100-lite0-int8", 0.006)])
+@pytest.mark.parametrize("name, tolerance", [("sports100-lite0", 0.0), ("sports100-lite0-int8", 0.006),
+                                             ("sports100-lite0-fused", 0.0)])
 def test_shipped_card_matches_a_fresh_evaluation_on_valid(name, tolerance):
     card = load_card(REPO / "models" / f"{name}.json")
     result = evaluate(REPO / "models" / f"{name}.onnx", DATA / "valid")
