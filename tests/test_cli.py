@@ -163,6 +163,12 @@ def test_an_api_key_is_sent_when_given(settings, worker, tmp_path):
         assert accepted.returncode == 0, accepted.stderr
 
 
+def as_in_a_terminal() -> None:
+    """Ctrl-C's SIGINT at its default, as in a terminal: a test run started as a background job
+    (`make test &` from a script) hands its children SIGINT ignored, and the CLI would never see it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_cancels_its_jobs_keeps_what_it_wrote_and_resume_finishes(idle_server, tight_server, tmp_path):
     url, app, redis = idle_server
     photos = photo_folder(tmp_path / "photos", 7)
@@ -170,7 +176,7 @@ def test_ctrl_c_cancels_its_jobs_keeps_what_it_wrote_and_resume_finishes(idle_se
     jobs, _ = plan_jobs(find_images([tmp_path / "photos"]), TIGHT_LIMITS)
     assert 1 < len(jobs) <= 5  # all in flight at once (--in-flight 4, plus the one awaited)
     cli = subprocess.Popen([SPORTCLF, "classify", "photos", "--server", url], cwd=tmp_path,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
     keys = wait_for(lambda: len(ids := job_keys(redis)) == len(jobs) and ids, 120, "the CLI's jobs in Redis")
     cli.send_signal(signal.SIGINT)
     _, stderr = cli.communicate(timeout=120)
