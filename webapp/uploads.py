@@ -7,6 +7,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import NoReturn
 
 from flask import current_app, request
 from redis.client import Pipeline
@@ -122,22 +123,30 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
         idempotency.check_same_request(first, job.fingerprint.hexdigest())
         return first
     refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, model.id, listed_before)
-    if shadow_model and chunks and not refused:
+    if refused:
+        _refuse(job, chunks, refused, idempotency_key)
+    if shadow_model and chunks:
         shadow.keep_copies(jobs.redis, job.job_id, job.images, settings.result_ttl_s)
         shadow.send(current_app.extensions["celery"], job.job_id, chunks, shadow_model)
-    if refused:
-        try:
-            jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
-        except RedisError:  # the store refuses writes too: drop the job rather than leave one no client knows
-            jobs.discard(job.job_id, list(job.images), chunks)
-        if idempotency_key:  # the client hears 503: its retry with this key should try again
-            idempotency.forget(idempotency_key)
-        fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
     record_submitted(job)
     return None
 
 
-def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None, model: ModelEntry) -> tuple[dict | None, int | None]:
+def _refuse(job: NewJob, chunks: list[list[int]], refused: list[list[int]], idempotency_key: str | None) -> NoReturn:
+    """The broker refused some chunks: they fail visibly (or the whole job goes, if the store
+    refuses writes too), a retry with the same key may try again, and the client gets a 503."""
+    jobs = current_app.extensions["jobs"]
+    try:
+        jobs.fail(job.job_id, refused, ErrorCode.NOT_QUEUED, "the queue was unreachable; send this image again")
+    except RedisError:  # the store refuses writes too: drop the job rather than leave one no client knows
+        jobs.discard(job.job_id, list(job.images), chunks)
+    if idempotency_key:  # the client hears 503: its retry with this key should try again
+        idempotency.forget(idempotency_key)
+    fail(ErrorCode.UNAVAILABLE, "the queue is unreachable; try again shortly", headers={"Retry-After": "5"})
+
+
+def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None,
+            model: ModelEntry) -> tuple[dict | None, int | None]:
     """Stores the job, its light chunks listed ready on `model`'s queue; with an idempotency key,
     only if the key is new (else nothing is stored, and the first job's record is returned). Also
     answers how many chunks were listed before (see JobStore.create)."""
