@@ -36,9 +36,12 @@ def queue_for(model: str) -> str:
     return CELERY_QUEUE if model == DEFAULT_MODEL else f"{CELERY_QUEUE}.{model}"
 
 
+HEAVY_SUFFIX = ".heavy"
+
+
 def heavy_queue(queue: str) -> str:
     """The queue of the chunks of `queue`'s model that hold one heavy image each."""
-    return f"{queue}.heavy"
+    return queue + HEAVY_SUFFIX
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -100,14 +103,14 @@ def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]]
 def waiting(pipe: Pipeline, queue: str) -> None:
     """Adds to `pipe` the two counts of chunks waiting for a worker in `queue` (the backlog is
     their sum): light ones listed to batch, heavy ones queued alone."""
-    pipe.llen(ready_key(queue))
-    pipe.llen(heavy_queue(queue))
+    pipe.llen(backlog_key(queue))
+    pipe.llen(backlog_key(heavy_queue(queue)))
 
 
 def backlog_key(queue: str) -> str:
     """The Redis list whose length is `queue`'s backlog: a light queue's ready list (its Celery list
     holds only wake-ups), any other queue's own list (a heavy image's tasks, webhook calls)."""
-    return queue if queue.endswith(".heavy") or queue == WEBHOOK_QUEUE else ready_key(queue)
+    return queue if queue.endswith(HEAVY_SUFFIX) or queue == WEBHOOK_QUEUE else ready_key(queue)
 
 
 def wake(celery: Celery, model: str) -> bool:
