@@ -11,11 +11,15 @@ harmless.
 Batching across jobs: light chunks wait, oldest first, in their queue's ready list
 (`jobs:ready:<queue>`). A worker task takes chunks from its head, of any jobs, up to a batch of
 images, and records them under its task id (`jobs:batch:<task id>`) until their results are
-written; it goes on taking until the list is empty. Celery messages are only wake-ups: one is sent
-when a chunk is listed in an empty list (no task is draining it then), and one by a task that
-leaves chunks behind (another process can start on them). A wake-up lost on the way is made up by
-the workers' sweeper: a list that no task took from for `dispatch_grace_s` gets a new one. Why this
-design, and how each guarantee survives: worker/classify.py.
+written; it goes on taking until the list is empty, then lingers a moment (`BATCH_LINGER_S`) for
+more: it is noted in the list's lingering set (`<list>:lingering`, scored by when it stops) and
+waits on the list's bell (`<list>:bell`), which every listing rings. Celery messages are only
+wake-ups: one is sent when a chunk is listed in an empty list that no task lingers on, and one by a
+task that leaves chunks behind (another process can start on them). Whether to wake is decided in
+the listing's own transaction, and a task stops lingering only in a take that finds the list
+empty, so no chunk is listed unseen. A wake-up lost on the way is made up by the workers' sweeper:
+a list that no task took from for `dispatch_grace_s` gets a new one. Why this design, and how each
+guarantee survives: worker/classify.py.
 """
 from __future__ import annotations
 
@@ -29,6 +33,9 @@ from redis.client import Pipeline
 
 PENDING = "jobs:pending"  # member "<job id> <i,j,...>", score: when a worker should queue it (again)
 BATCH = "jobs:batch:"  # + a task id: the chunks that task took (JSON list of members)
+# A bell holds at most this many rings: one wakes one lingering task, and more tasks than this
+# never linger on one list.
+BELL_RINGS = 64
 
 # Every time here is Redis's own (TIME), so hosts whose clocks disagree still agree on what is due.
 _NOW = "local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6"
@@ -55,9 +62,11 @@ return claimed
 """
 
 
-# Task KEYS[2] takes chunks from the head of ready list KEYS[1] while the batch holds at most
-# ARGV[1] images (at least one chunk), records them for ARGV[2] seconds, counts them as queued in
-# pending set KEYS[3] (due again after ARGV[3] s, as a queued chunk) and notes when (KEYS[4]).
+# Task ARGV[5] (its batch: KEYS[2]) takes chunks from the head of ready list KEYS[1] while the
+# batch holds at most ARGV[1] images (at least one chunk), records them for ARGV[2] seconds, counts
+# them as queued in pending set KEYS[3] (due again after ARGV[3] s, as a queued chunk) and notes
+# when (KEYS[4]). Finding none, the task lingers ARGV[4] s more in lingering set KEYS[5] (0: it
+# stops), and the bell KEYS[6] is silenced: every ring so far was for chunks taken already.
 # Replies {redelivered, taken (JSON), chunks left}: a task delivered again after its process died
 # gets what it took then. TAKE_HEAD leaves `chunks` and `reply` for a script that goes on
 # (common/jobs.py starts the chunks in the same step).
@@ -75,19 +84,28 @@ while true do
   images = images + size(nxt)
 end
 redis.call('SET', KEYS[4], now)
-if #chunks == 0 then return {0, '[]', 0} end
+if #chunks == 0 then
+  if tonumber(ARGV[4]) > 0 then redis.call('ZADD', KEYS[5], now + ARGV[4], ARGV[5])
+  else redis.call('ZREM', KEYS[5], ARGV[5]) end
+  redis.call('DEL', KEYS[6])
+  return {0, '[]', 0}
+end
+redis.call('ZREM', KEYS[5], ARGV[5])
 taken = cjson.encode(chunks)
 redis.call('SET', KEYS[2], taken, 'EX', ARGV[2])
 local reply = {0, taken, redis.call('LLEN', KEYS[1])}
 """
 _TAKE = TAKE_HEAD + "return reply\n"
 
-# Lists chunks ARGV[..] as ready in KEYS[1], once each, at the back; returns how many were
-# listed before (0: no task is draining the list, so the caller must send a wake-up).
-_MAKE_READY = """
+# Lists chunks ARGV[..] as ready in KEYS[1], once each, at the back, and rings its bell KEYS[3];
+# returns 1 if a wake-up is due: the list was empty and no task lingers on it (KEYS[2]).
+_MAKE_READY = _NOW + """
 for _, m in ipairs(ARGV) do redis.call('LREM', KEYS[1], 0, m) end
-return redis.call('RPUSH', KEYS[1], unpack(ARGV)) - #ARGV
-"""
+local before = redis.call('RPUSH', KEYS[1], unpack(ARGV)) - #ARGV
+redis.call('RPUSH', KEYS[3], 1)
+redis.call('LTRIM', KEYS[3], -BELL_RINGS, -1)
+return (before == 0 and redis.call('ZCOUNT', KEYS[2], now, '+inf') == 0) and 1 or 0
+""".replace("BELL_RINGS", str(BELL_RINGS))
 
 # True (and noted, so one sweeper acts) when ready list KEYS[1] holds chunks but no task took
 # from it for ARGV[1] seconds (KEYS[2]: when one last did): its wake-up was lost.
@@ -101,6 +119,14 @@ return 1
 
 def ready_key(queue: str) -> str:
     return f"jobs:ready:{queue}"
+
+
+def lingering_key(queue: str) -> str:
+    return f"jobs:ready:{queue}:lingering"
+
+
+def bell_key(queue: str) -> str:
+    return f"jobs:ready:{queue}:bell"
 
 
 def taken_key(queue: str) -> str:
@@ -170,30 +196,48 @@ class ChunkScheduler:
         that caller dies first)."""
         return [parse(due) for due in self._claim_due(keys=[PENDING], args=[self.dispatch_grace_s, self.job_prefix])]
 
-    def ready(self, pipe: Pipeline, queue: str, job_id: str, chunks: list[list[int]]) -> bool:
-        """Adds to `pipe` (the transaction that stores their job) the listing of chunks to batch;
-        the pipeline's answer for it is the list's new length."""
-        if chunks:
-            pipe.rpush(ready_key(queue), *(member(job_id, c) for c in chunks))
-        return bool(chunks)
-
-    def make_ready(self, queue: str, job_id: str, chunks: list[list[int]]) -> int:
-        """Lists chunks to batch that are not listed yet (queued again by the sweeper); returns
-        how many were listed before (0: the caller sends a wake-up)."""
+    def ready(self, pipe: Pipeline, queue: str, job_id: str, chunks: list[list[int]]) -> int:
+        """Adds to `pipe` (the transaction that stores their job) the listing of chunks to batch
+        and a ring of the list's bell; returns how many answers that adds, for `wake_due`."""
         if not chunks:
-            return -1
-        return self._make_ready(keys=[ready_key(queue)], args=[member(job_id, c) for c in chunks])
+            return 0
+        pipe.rpush(ready_key(queue), *(member(job_id, c) for c in chunks))
+        pipe.zcount(lingering_key(queue), self.redis_now(), "+inf")
+        pipe.rpush(bell_key(queue), 1)
+        pipe.ltrim(bell_key(queue), -BELL_RINGS, -1)
+        return 4
 
-    def take(self, task_id: str, queue: str, max_images: int, hold_s: int) -> tuple[bool, list[tuple[str, list[int]]], int]:
+    @staticmethod
+    def wake_due(answers: list, listed: int) -> bool:
+        """From the answers `ready` added (the last of a transaction's): whether a wake-up is due,
+        since the list was empty and no task lingers on it."""
+        length, lingering = answers[0], answers[1]
+        return length == listed and lingering == 0
+
+    def make_ready(self, queue: str, job_id: str, chunks: list[list[int]]) -> bool:
+        """Lists chunks to batch that are not listed yet (queued again by the sweeper); returns
+        whether a wake-up is due (as `wake_due`)."""
+        if not chunks:
+            return False
+        keys = [ready_key(queue), lingering_key(queue), bell_key(queue)]
+        return bool(self._make_ready(keys=keys, args=[member(job_id, c) for c in chunks]))
+
+    def take(self, task_id: str, queue: str, max_images: int, hold_s: int,
+             linger_s: float = 0) -> tuple[bool, list[tuple[str, list[int]]], int]:
         """What task `task_id` classifies next (see _TAKE): whether it took it in an earlier
-        delivery, the chunks (none: the list is empty), and how many chunks still wait."""
-        return taken(self._take(keys=self.take_keys(task_id, queue), args=self.take_args(max_images, hold_s)))
+        delivery, the chunks (none: the list is empty, and the task lingers `linger_s` more),
+        and how many chunks still wait."""
+        return taken(self._take(keys=self.take_keys(task_id, queue), args=self.take_args(task_id, max_images, hold_s, linger_s)))
 
     def take_keys(self, task_id: str, queue: str) -> list[str]:
-        return [ready_key(queue), BATCH + task_id, PENDING, taken_key(queue)]
+        return [ready_key(queue), BATCH + task_id, PENDING, taken_key(queue), lingering_key(queue), bell_key(queue)]
 
-    def take_args(self, max_images: int, hold_s: int) -> list:
-        return [max_images, hold_s, self.requeue_after_s]
+    def take_args(self, task_id: str, max_images: int, hold_s: int, linger_s: float) -> list:
+        return [max_images, hold_s, self.requeue_after_s, linger_s, task_id]
+
+    def await_ring(self, queue: str, timeout_s: float) -> bool:
+        """Waits up to `timeout_s` for a ring of `queue`'s bell (a chunk listed): whether one came."""
+        return self.redis.blpop([bell_key(queue)], timeout=timeout_s) is not None
 
     def stalled(self, queue: str) -> bool:
         """Whether chunks wait in `queue`'s list with no task taking them (see _STALLED)."""

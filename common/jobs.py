@@ -48,13 +48,13 @@ end
 """
 _MARK_RUNNING = _MARK + "return mark(KEYS[1], ARGV)\n"
 
-# A task's next batch in one step: takes chunks as common/chunks.py's TAKE_HEAD does (ARGV[1..3]),
+# A task's next batch in one step: takes chunks as common/chunks.py's TAKE_HEAD does (ARGV[1..5]),
 # then starts each as _MARK_RUNNING does and reads the bytes of its images to classify; the job
-# keys are ARGV[4] .. job id. Appends to the reply, per chunk, {started, {bytes or false, ...}}, or
+# keys are ARGV[6] .. job id. Appends to the reply, per chunk, {started, {bytes or false, ...}}, or
 # false for an expired job. A redelivered task gets only what it took (it starts them one by one).
 _START_BATCH = TAKE_HEAD + _MARK + """
 for _, m in ipairs(chunks) do
-  local key, indices = ARGV[4] .. string.match(m, '^%S+'), {}
+  local key, indices = ARGV[6] .. string.match(m, '^%S+'), {}
   for i in string.gmatch(string.match(m, '%S+$'), '[^,]+') do table.insert(indices, i) end
   local started, images = mark(key, indices), {}
   if started then
@@ -218,7 +218,7 @@ class JobStore:
         `chunks` are pending until their results are written (see common/chunks.py); `model`, the
         model routed to, keeps the job's chunks on that model's queue (see `model_of`). With a
         `queue`, the chunks without a `heavy` image are listed ready to batch in the same step, and
-        the answer is how many chunks were listed before (0: a wake-up is due); else None. `pipe`: a
+        the answer is whether a wake-up is due (see ChunkScheduler.wake_due); else None. `pipe`: a
         transaction of the caller's to add the job to (it may WATCH keys or hold writes of its own)."""
         total = len(filenames)
         fields = {"meta": json.dumps({"created_at": now_iso(), "total": total, "filenames": filenames}),
@@ -239,11 +239,11 @@ class JobStore:
             light = [c for c in chunks if not set(c) & set(heavy)] if queue is not None else []
             self.chunks.schedule(pipe, job_id, chunks, light)
             self._add_callback(pipe, job_id, callback_url, closed=len(failures) == total)
-            listed = self.chunks.ready(pipe, queue, job_id, light)  # last: its answer is the list's length
+            listing = self.chunks.ready(pipe, queue, job_id, light)  # last: its answers end the list
             answers = pipe.execute()
         if callback_url and len(failures) == total:
             self._callback_due(job_id)
-        return answers[-1] - len(light) if listed else None
+        return self.chunks.wake_due(answers[-listing:], len(light)) if listing else None
 
     def _add_callback(self, pipe: Pipeline, job_id: str, url: str | None, closed: bool) -> None:
         """A new job's callback record; a job closed on arrival is due at once (as _COUNT_FINAL does)."""
@@ -271,12 +271,12 @@ class JobStore:
         answers = self._run_scripts([(self._mark_running, [self.key(job_id)], indices) for job_id, indices in chunks])
         return [None if a is None else Started(a[0], a[1:]) for a in answers]
 
-    def start_batch(self, task_id: str, queue: str, max_images: int, hold_s: int) -> "Batch":
+    def start_batch(self, task_id: str, queue: str, max_images: int, hold_s: int, linger_s: float = 0) -> "Batch":
         """Takes task `task_id`'s next batch from `queue`'s ready list and starts it, in one round
-        trip (see _START_BATCH)."""
+        trip (see _START_BATCH); finding none, the task lingers `linger_s` more."""
         chunks = self.chunks
         reply = self._start_batch(keys=chunks.take_keys(task_id, queue),
-                                  args=[*chunks.take_args(max_images, hold_s), self.key("")])
+                                  args=[*chunks.take_args(task_id, max_images, hold_s, linger_s), self.key("")])
         redelivered, taken_chunks, left = taken(reply)
         starts = [None if r is None else (Started(r[0][0], r[0][1:]), r[1]) for r in reply[3:]]
         return Batch(redelivered, taken_chunks, left, starts)

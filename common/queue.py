@@ -77,20 +77,20 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def enqueue(celery: Celery, jobs: JobStore, job_id: str, chunks: list[list[int]], heavy: Collection[int] = (),
-            model: str = DEFAULT_MODEL, listed_before: int | None = None) -> list[list[int]]:
+            model: str = DEFAULT_MODEL, wake_due: bool | None = None) -> list[list[int]]:
     """Queues pending chunks on `model`'s queues and marks the queued ones dispatched: a chunk with
     a `heavy` image as a task of its own on the heavy queue, to run alone; the others listed ready
-    to batch (unless the caller listed them already: `listed_before`, how many were listed before
-    them), with a wake-up if the list was empty. Returns the chunks the broker refused (from the
-    first refusal on): they stay pending, for the caller to fail or to leave for a worker to queue
-    once due."""
+    to batch (unless the caller listed them already, and says whether a wake-up is due), with a
+    wake-up if the list was empty and no task lingers on it (common/chunks.py). Returns the chunks
+    the broker refused (from the first refusal on): they stay pending, for the caller to fail or to
+    leave for a worker to queue once due."""
     queue = queue_for(model)
     light = [c for c in chunks if not set(c) & set(heavy)]
     alone = [c for c in chunks if c not in light]
-    scheduled = listed_before is not None  # listed with their job, and scheduled as queued then
+    scheduled = wake_due is not None  # listed with their job, and scheduled as queued then
     if not scheduled:
-        listed_before = jobs.chunks.make_ready(queue, job_id, light)
-    wake = [(DRAIN_TASK, [queue], queue)] if light and listed_before == 0 else []
+        wake_due = jobs.chunks.make_ready(queue, job_id, light)
+    wake = [(DRAIN_TASK, [queue], queue)] if light and wake_due else []
     sent = _send(celery, job_id, model, wake + [(CLASSIFY_TASK, [job_id, c], heavy_queue(queue)) for c in alone])
     queued = (light if sent >= len(wake) else []) + alone[:max(0, sent - len(wake))]
     try:

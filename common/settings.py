@@ -93,6 +93,8 @@ class Settings:
     chunk_size: int = setting(16, "images per Celery task, run as one batched inference")
     batch_images: int = setting(16, "images a worker process classifies in one inference, gathering the waiting "
                                 "chunks of several jobs; 1: each chunk alone")
+    batch_linger_s: float = setting(0.5, "how long a worker process that emptied the ready list waits on it for more "
+                                    "before it stops; 0: it stops at once (each new chunk then costs a Celery wake-up)")
     visibility_timeout_s: int = setting(120, "a task held by a worker that vanished is handed out again after this")
     dispatch_grace_s: int = setting(30, "images a web process accepted but did not queue (it died) are queued "
                                     "by a worker after this")

@@ -3,6 +3,8 @@ real Redis, called directly."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 import uuid
 
 import pytest
@@ -97,6 +99,24 @@ def test_a_wake_up_drains_the_ready_chunks_of_every_job_in_batches(store, classi
     assert len(wakes) == 2  # after the first and second batches; the third emptied the list
     assert store.redis.llen(f"jobs:ready:{queue}") == 0
     assert [store.redis.zscore(PENDING, f"{job_id} 0") for job_id in jobs] == [None] * 5  # every chunk ended
+
+
+def test_a_lingering_task_takes_what_is_listed_meanwhile(store, classifier):
+    """Once the list is empty the task lingers: a job listed then is classified by the same task,
+    with no wake-up sent; with nothing more it stops once its linger ends."""
+    queue, photo = f"test-{uuid.uuid4()}", valid_images(1)[0][0].read_bytes()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    assert store.create(first, ["a.jpg"], {0: photo}, {}, [[0]], queue=queue)
+    due = []
+    later = threading.Timer(0.3, lambda: due.append(store.create(second, ["b.jpg"], {0: photo}, {}, [[0]], queue=queue)))
+    later.start()
+    began = time.monotonic()
+    drain(store, classifier, queue, "task-3", Batching(16, MAX_PIXELS, math.inf, 60, 60, linger_s=1.0), lambda: None)
+    later.join()
+    assert due == [False]  # the task lingered: no wake-up was due
+    assert [store.get(job_id).images[0]["status"] for job_id in (first, second)] == [DONE, DONE]
+    assert time.monotonic() - began > 1.2  # it lingered once more after the second job, then stopped
+    assert store.redis.zcard(f"jobs:ready:{queue}:lingering") == 0
 
 
 def test_a_drained_batch_skips_cancelled_and_expired_jobs(store, classifier):

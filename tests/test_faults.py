@@ -111,7 +111,7 @@ def test_chunks_listed_with_no_wake_up_are_classified_all_the_same(stack):
     store = JobStore(Redis.from_url(stack.settings.redis_url), ttl_s=600, dispatch_grace_s=1)
     images = {i: path.read_bytes() for i, (path, _) in enumerate(valid_images(3))}
     job_id = str(uuid.uuid4())
-    assert store.create(job_id, [f"{i}.jpg" for i in images], images, {}, [[0, 1], [2]], queue="celery") == 0
+    assert store.create(job_id, [f"{i}.jpg" for i in images], images, {}, [[0, 1], [2]], queue="celery")  # a wake-up due
     stack.worker()
     assert_completes(stack.client(), f"/api/v1/jobs/{job_id}", 3)
 

@@ -151,7 +151,7 @@ def test_tasks_take_waiting_chunks_of_any_jobs_in_batches_oldest_first(store):
     listed = [store.create(job_id, ["a.jpg", "b.jpg", "c.jpg"][:len(chunks[0])], {i: b"x" for i in chunks[0]}, {},
                            chunks, queue=queue)
               for job_id, chunks in zip(jobs, ([[0]], [[0, 1]], [[0]], [[0, 1, 2]]))]
-    assert listed == [0, 1, 2, 3]  # only the first found the list empty: only it sends a wake-up
+    assert listed == [True, False, False, False]  # only the first found the list empty: only it sends a wake-up
     assert store.chunks.take("task-1", queue, 4, 60) == (False, [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])], 1)
     assert store.chunks.take("task-1", queue, 4, 60)[:2] == (True, [(jobs[0], [0]), (jobs[1], [0, 1]), (jobs[2], [0])])
     now, _ = store.redis.time()
@@ -167,12 +167,40 @@ def test_a_list_nobody_takes_from_is_stalled_once_per_grace(store):
     queue = f"test-{uuid.uuid4()}"
     chunks = ChunkScheduler(store.redis, "job:", dispatch_grace_s=0.3)
     assert not chunks.stalled(queue)  # empty
-    assert chunks.make_ready(queue, "j", [[0], [1]]) == 0
+    assert chunks.make_ready(queue, "j", [[0], [1]])  # a wake-up is due
     assert chunks.stalled(queue) and not chunks.stalled(queue)  # a wake-up, then not again at once
     time.sleep(0.4)
     assert chunks.stalled(queue)
     chunks.take("t", queue, 16, 60)
     assert not chunks.stalled(queue)
+
+
+def test_no_wake_up_is_due_while_a_task_lingers_on_the_list(store):
+    """A task that finds the list empty lingers (noted until its linger ends) and is rung for each
+    listing; a wake-up is due again once a take with no linger left ends it, or once it expires."""
+    queue, jobs = f"test-{uuid.uuid4()}", [str(uuid.uuid4()) for _ in range(4)]
+    bell = f"jobs:ready:{queue}:bell"
+
+    def listed(job_id):
+        return store.create(job_id, ["a.jpg"], {0: b"x"}, {}, [[0]], queue=queue)
+
+    assert listed(jobs[0])  # nobody lingers: wake-up due
+    assert store.chunks.take("t1", queue, 16, 60, linger_s=5)[1] == [(jobs[0], [0])]
+    assert store.chunks.take("t2", queue, 16, 60, linger_s=5) == (False, [], 0)  # empty: t2 lingers
+    assert store.redis.llen(bell) == 0  # the rings for what was taken are silenced
+    assert not listed(jobs[1])  # no wake-up: the lingering task is rung instead
+    assert store.chunks.await_ring(queue, 0.1)
+    assert store.chunks.take("t2", queue, 16, 60, linger_s=5)[1] == [(jobs[1], [0])]  # taking: no longer lingering
+    assert listed(jobs[2])
+    store.chunks.take("t3", queue, 16, 60, linger_s=5)
+    store.chunks.take("t4", queue, 16, 60, linger_s=5)
+    assert store.chunks.take("t4", queue, 16, 60, linger_s=0) == (False, [], 0)  # t4 stops lingering
+    assert listed(jobs[3])
+    store.chunks.take("t5", queue, 16, 60)
+    store.chunks.take("t6", queue, 16, 60, linger_s=0.2)  # a task that dies lingering is forgotten once its linger ends
+    time.sleep(0.3)
+    assert store.create(str(uuid.uuid4()), ["a.jpg"], {0: b"x"}, {}, [[0]], queue=queue)
+    assert not store.chunks.await_ring(f"test-{uuid.uuid4()}", 0.1)  # a list nobody listed to: no ring
 
 
 def test_heavy_chunks_are_never_listed_to_batch(store):

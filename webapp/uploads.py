@@ -118,11 +118,11 @@ def submit(job: NewJob, idempotency_key: str | None = None) -> dict | None:
     settings, jobs = current_app.extensions["settings"], current_app.extensions["jobs"]
     model, shadow_model = route(request.args.get("model"))
     chunks = chunked(sorted(job.images), settings.chunk_size, job.heavy)
-    first, listed_before = _create(job, chunks, idempotency_key, model)
+    first, wake_due = _create(job, chunks, idempotency_key, model)
     if first is not None:
         idempotency.check_same_request(first, job.fingerprint.hexdigest())
         return first
-    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, model.id, listed_before)
+    refused = enqueue(current_app.extensions["celery"], jobs, job.job_id, chunks, job.heavy, model.id, wake_due)
     if refused:
         _refuse(job, chunks, refused, idempotency_key)
     if shadow_model and chunks:
@@ -146,10 +146,10 @@ def _refuse(job: NewJob, chunks: list[list[int]], refused: list[list[int]], idem
 
 
 def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None,
-            model: ModelEntry) -> tuple[dict | None, int | None]:
+            model: ModelEntry) -> tuple[dict | None, bool | None]:
     """Stores the job, its light chunks listed ready on `model`'s queue; with an idempotency key,
     only if the key is new (else nothing is stored, and the first job's record is returned). Also
-    answers how many chunks were listed before (see JobStore.create)."""
+    answers whether a wake-up is due (see JobStore.create)."""
     jobs, listed = current_app.extensions["jobs"], []
 
     def create(pipe: Pipeline | None = None) -> None:

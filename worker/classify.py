@@ -3,10 +3,12 @@
 Batching across jobs: light chunks wait in their queue's ready list (common/chunks.py). A task
 (`drain`) takes chunks from its head, of any jobs, up to `BATCH_IMAGES` images, and classifies them
 as one inference: one round trip marks them running, one reads their images, one writes every
-job's results; then it takes again, until the list is empty. Celery messages are only wake-ups
-(one when a chunk lands in an empty list, one from a task that leaves chunks behind), so a burst
-of lone photos costs a few Celery messages instead of one each, and a lone photo still starts at
-once (no waiting for more). Every guarantee stays Celery's and the job store's:
+job's results; then it takes again, until the list is empty. It then lingers `BATCH_LINGER_S` on
+the list's bell for more, so a client that sends photo after photo finds a process already
+waiting (no Celery hand-off between them). Celery messages are only wake-ups (one when a chunk
+lands in an empty list that no task lingers on, one from a task that leaves chunks behind), so a
+burst of lone photos costs a few Celery messages instead of one each, and a lone photo still
+starts at once (no waiting for more). Every guarantee stays Celery's and the job store's:
 - nothing is lost on SIGKILL: a task is acknowledged after it has written what it took; when its
   process dies Celery delivers it again, and the new delivery takes the same chunks (recorded
   under its task id) before anything else; a wake-up lost otherwise is made up by the sweeper;
@@ -42,6 +44,8 @@ from worker.inference import Classifier
 
 log = logging.getLogger(__name__)
 
+# Within the Redis client's socket timeout (worker/runtime.py): a longer linger waits in turns.
+MAX_RING_WAIT_S = 1.0
 # A chunk started this often without finishing (its process crashed, or it ran past the time
 # limit) holds an image that kills workers: its images fail rather than loop forever.
 MAX_ATTEMPTS = 3
@@ -51,29 +55,40 @@ Chunk = tuple[str, list[int]]  # (job id, image indices)
 @dataclass(frozen=True)
 class Batching:
     """How a worker process batches: images per inference, decoding limits, how long one task
-    drains before it hands on (a wake-up for another), and how long a taken batch is remembered."""
+    drains before it hands on (a wake-up for another), how long a taken batch is remembered, and
+    how long a task lingers on an empty list."""
     max_images: int
     max_pixels: int
     max_decode_mb: float
     drain_s: float
     hold_s: int
+    linger_s: float = 0.0
 
     @classmethod
     def for_settings(cls, settings) -> "Batching":
         return cls(settings.batch_images, settings.max_pixels, settings.max_decode_mb,
-                   settings.task_time_limit_s / 4, settings.result_ttl_s)
+                   settings.task_time_limit_s / 4, settings.result_ttl_s, settings.batch_linger_s)
 
 
 def drain(store: JobStore, classifier: Classifier, queue: str, task_id: str, batching: Batching,
           wake: Callable[[], object]) -> None:
-    """Takes and classifies batches from `queue`'s ready chunks until none wait, waking another
-    worker process whenever it leaves chunks behind (so it can stop after `drain_s`, well within
-    the task time limit, and another goes on)."""
+    """Takes and classifies batches from `queue`'s ready chunks until none wait, then lingers up
+    to `linger_s` for more (the list's bell wakes it) before it stops. Wakes another worker
+    process whenever it leaves chunks behind (so it can stop after `drain_s`, well within the task
+    time limit, and another goes on)."""
     deadline = time.monotonic() + batching.drain_s
+    idle_until = None  # since the list was found empty: when this task stops lingering
     while True:
-        batch = store.start_batch(task_id, queue, batching.max_images, batching.hold_s)
+        now = time.monotonic()
+        linger = max(0.0, min(deadline, idle_until or now + batching.linger_s) - now)
+        batch = store.start_batch(task_id, queue, batching.max_images, batching.hold_s, linger)
         if not batch.chunks:
-            return
+            if not linger:  # that take ended the lingering: the next chunk listed brings a wake-up
+                return
+            idle_until = idle_until or now + linger
+            store.chunks.await_ring(queue, min(linger, MAX_RING_WAIT_S))
+            continue
+        idle_until = None
         if batch.left:
             _safely(wake)
         if batch.redelivered:
@@ -81,9 +96,7 @@ def drain(store: JobStore, classifier: Classifier, queue: str, task_id: str, bat
         else:
             classify_started(store, classifier, batch.chunks, batch.starts, batching.max_pixels,
                              batching.max_decode_mb, task_id)
-        # Emptied: done, since the next chunk listed brings its own wake-up; past the deadline:
-        # what is left was handed on above.
-        if not batch.left or time.monotonic() > deadline:
+        if time.monotonic() > deadline:  # what is left was handed on above
             return
 
 
