@@ -61,11 +61,16 @@ def freeze(model: nn.Module, frozen_blocks: int) -> None:
             param.requires_grad_(False)
 
 
-def set_train_mode(model: nn.Module, frozen_blocks: int) -> None:
-    """train(), but the frozen part keeps its ImageNet batch-norm statistics."""
+def set_train_mode(model: nn.Module, frozen_blocks: int, batch_norms: bool = True) -> None:
+    """train(), but the frozen part keeps its ImageNet batch-norm statistics (and, without
+    `batch_norms`, every batch norm keeps its statistics)."""
     model.train()
     for module in frozen_modules(model, frozen_blocks):
         module.eval()
+    if not batch_norms:
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
 
 
 class WithSoftmax(nn.Module):

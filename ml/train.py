@@ -70,6 +70,9 @@ class Config:
     erasing: float = 0.0  # random-erasing probability
     mix: float = 0.0  # probability that a batch is mixed by MixUp or CutMix
     wild: str = ""  # reported each epoch beside valid (e.g. ../shared/data/wild-dev); never used for selection
+    # Continue from an exported model (its FP32 .onnx) instead of ImageNet: its batch norms come folded
+    # into the convolutions, so they stay frozen (plain biases) and the run only adjusts what it learnt.
+    init: str = ""
 
 
 def seed_everything(seed: int) -> None:
@@ -103,7 +106,7 @@ def evaluate(model, loader, prefix: str = "valid") -> dict:
 
 
 def train_one_epoch(model, ema, loader, optimizer, scheduler, weights, cfg: Config, desc: str) -> dict:
-    set_train_mode(model, cfg.frozen_blocks)
+    set_train_mode(model, cfg.frozen_blocks, batch_norms=not cfg.init)
     mixer = v2.RandomChoice([v2.MixUp(num_classes=len(weights)), v2.CutMix(num_classes=len(weights))])
     loss_sum, correct, n = 0.0, 0, 0
     bar = tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True)
@@ -157,7 +160,10 @@ def train(cfg: Config) -> dict:
     # The loss weights balance the classes again when extra photos make some more frequent.
     weights = class_weights(targets, len(classes))
 
-    model = build_model(cfg.arch, len(classes), cfg.dropout, cfg.pretrained)
+    model = build_model(cfg.arch, len(classes), cfg.dropout, cfg.pretrained and not cfg.init)
+    if cfg.init:
+        from ml.fuse import load_folded  # onnx is needed only here
+        load_folded(model, cfg.init).train()
     freeze(model, cfg.frozen_blocks)
     # use_buffers: the average carries batch-norm statistics too, so it can be validated as is.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
