@@ -63,6 +63,21 @@ def assert_completes(client, status_url: str, total: int, timeout: float = 90) -
     assert finished["progress"] == {"done": total, "failed": 0, "total": total}
 
 
+def test_photo_after_photo_costs_one_wake_up_and_a_lingering_worker_killed_loses_nothing(stack):
+    """One-photo jobs sent one after another reach the worker process lingering on the list, with
+    no Celery message after the first; killed while it lingers, the worker leaves a job sent then
+    to its task's redelivery, which a new worker takes."""
+    client, lingering = stack.client(), stack.worker(BATCH_LINGER_S="60")
+    for _ in range(5):
+        assert_completes(client, submit(client, 1), 1)
+    wake_ups = [line for line in lingering.log.read_text().splitlines() if "classify_waiting[" in line and "received" in line]
+    assert len(wake_ups) == 1, "one wake-up, then the bell"
+    lingering.kill(signal.SIGKILL)
+    status_url = submit(client, 1)  # no wake-up: the dead process still counts as lingering
+    stack.worker()
+    assert_completes(client, status_url, 1)
+
+
 def test_worker_killed_mid_job(stack):
     client, doomed = stack.client(), stack.worker(WORKER_THREADS="1")
     status_url = submit(client, 64)
