@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 DATA ?= ../shared/data/sports100
 WILD ?= ../shared/data/wild-dev
 
-.PHONY: run test train export evaluate calibrate eda notebook bench chromium clean
+.PHONY: run test train export evaluate calibrate eda notebook bench versus chromium clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -57,6 +57,9 @@ notebook: $(VENV)/.dev  # reruns ml/notebooks/training.ipynb in place from the r
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.run $(ARGS)
+
+versus: $(VENV)/.dev  # the service against the peer, interleaved rounds (bench/versus.py)
+	$(PY) -m bench.versus $(ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -79,8 +79,9 @@ def scaling_section(scaling: list[dict], mode: str) -> str:
 def breakdown_section(breakdown: dict) -> str:
     rows = [[stage, num(ms, 1)] for stage, ms in breakdown["median_ms"].items()]
     note = ("Sequential jobs on an otherwise idle service, split at the job record's created_at and "
-            "finished_at; the gap between the task's run and 'job stored -> result written' is the "
-            "queue hand-off (send_task, Redis, Celery's consumer to its pool process).")
+            "finished_at; the gap between the chunk's classification (from the worker taking it to its "
+            "result written) and 'job stored -> result written' is the hand-off: the listing, and the "
+            "wake of the worker process lingering on the list.")
     return "\n\n".join([f"### Where a 1-image job's time goes ({breakdown['jobs']} jobs, one at a time)",
                          table(["stage", "median ms"], rows), note])
 

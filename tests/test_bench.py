@@ -8,6 +8,7 @@ import signal
 
 from bench.heavy import main as heavy_main
 from bench.run import main
+from bench.versus import main as versus_main
 
 
 def test_quick_bench_runs_every_phase_without_failures(tmp_path):
@@ -34,3 +35,14 @@ def test_the_heavy_image_scenario_runs_both_layouts_without_failures(tmp_path):
     assert heavy_main(["--heavy-jobs", "1", "--heavy-per-job", "1", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "heavy-latest.md").read_text()
     assert "| shared " in table and "| own process " in table
+
+
+def test_the_interleaved_comparison_with_the_peer_runs_every_round_without_failures(tmp_path):
+    """`python -m bench.versus`: both servers, each client count, each round, every request answered."""
+    out = tmp_path / "versus.json"
+    assert versus_main(["--rounds", "2", "--images", "8", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [(r["round"], r["clients"]) for r in results["rounds"]] == [(n, c) for n in (1, 2) for c in (1, 4, 16)]
+    assert all(r["peer"]["images"] == r["service"]["images"] == 8 for r in results["rounds"])
+    assert [(s["clients"], s["rounds"], s["failures"], s["resets"]) for s in results["summary"]] == [
+        (1, 2, 0, 0), (4, 2, 0, 0), (16, 2, 0, 0)]

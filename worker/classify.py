@@ -89,6 +89,7 @@ def drain(store: JobStore, classifier: Classifier, queue: str, task_id: str, bat
             store.chunks.await_ring(queue, min(linger, MAX_RING_WAIT_S))
             continue
         idle_until = None
+        metrics.batch_begins()
         if batch.left:
             _safely(wake)
         if batch.redelivered:

@@ -128,6 +128,13 @@ def _task_begins(task, args=(), **_) -> None:
     _task.began, _task.log_context = time.monotonic(), logs.begin_job(**fields)
 
 
+def batch_begins() -> None:
+    """A task that drains the ready list takes a new batch: its chunks' lines time from here, not
+    from when the task (which may have lingered) began."""
+    if getattr(_task, "began", None) is not None:
+        _task.began = time.monotonic()
+
+
 def _task_ends(**_) -> None:
     if getattr(_task, "log_context", None) is not None:
         logs.end_job(_task.log_context)

@@ -1,0 +1,97 @@
+"""`python -m bench.versus`: the service against the peer (bench.peer) on one-image traffic, in
+interleaved rounds.
+
+This machine's speed drifts within a minute (bench/RESULTS.md), so phases measured a minute apart,
+as `bench.run` measures the peer and then the service, can swing a ratio by half. Here both run
+side by side (the idle one costs nothing) and each round measures, at every client count, the
+peer and the service back to back (the order alternating by round); each round's ratio, and the
+median of the rounds, are what to read. The exit status is 1 if any request failed.
+
+    python -m bench.versus --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from bench.client import peer_predict, run_load, submit_and_wait
+from bench.images import batches, load_photos
+from bench.phases import warm_up
+from bench.run import fresh_log_dir, machine_info
+from bench.stack import OneServer, ServiceStack
+from common.settings import Settings
+from harness import stopped_on_exit
+
+CLIENTS = (1, 4, 16)
+
+
+def rounds(peer_url: str, service_url: str, photos: list, count: int, images: int) -> list[dict]:
+    """Each round: at each client count, the peer and the service (the order alternating by
+    round), one image per request or job."""
+    sends = {"peer": peer_predict(peer_url), "service": submit_and_wait(service_url)}
+    measured = []
+    for number in range(count):
+        order = ("peer", "service") if number % 2 == 0 else ("service", "peer")
+        for clients in CLIENTS:
+            row = {"round": number + 1, "clients": clients}
+            for side in order:
+                row[side] = run_load(batches(photos, 1, images), clients, sends[side]).summary()
+            row["throughput_ratio"] = row["service"]["images_per_s"] / row["peer"]["images_per_s"]
+            row["p50_ratio"] = row["service"]["p50_ms"] / row["peer"]["p50_ms"]
+            print(f"  round {row['round']}, {clients:>2} clients: peer {row['peer']['images_per_s']:.1f} images/s "
+                  f"(p50 {row['peer']['p50_ms']:.1f} ms), service {row['service']['images_per_s']:.1f} "
+                  f"(p50 {row['service']['p50_ms']:.1f} ms): {row['throughput_ratio']:.2f}x", flush=True)
+            measured.append(row)
+    return measured
+
+
+def summary(measured: list[dict]) -> list[dict]:
+    """Per client count: the median over rounds of the service/peer throughput ratio (and of the
+    p50 ratio: for one client, the lone request), the range, and the failures of every round."""
+    rows = []
+    for clients in CLIENTS:
+        mine = [r for r in measured if r["clients"] == clients]
+        ratios, p50s = [r["throughput_ratio"] for r in mine], [r["p50_ratio"] for r in mine]
+        rows.append({"clients": clients, "rounds": len(mine), "median_throughput_ratio": statistics.median(ratios),
+                     "min": min(ratios), "max": max(ratios), "median_p50_ratio": statistics.median(p50s),
+                     "failures": sum(r[side]["failures"] for r in mine for side in ("peer", "service")),
+                     "resets": sum(r[side]["resets"] for r in mine for side in ("peer", "service")),
+                     "server_errors": sum(r[side]["server_errors"] for r in mine for side in ("peer", "service"))})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| clients | rounds | service / peer, images/s: median (range) | service / peer, p50: median | "
+             "failures | resets | 5xx |", "|---:|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['clients']} | {r['rounds']} | {r['median_throughput_ratio']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) | "
+              f"{r['median_p50_ratio']:.2f}x | {r['failures']} | {r['resets']} | {r['server_errors']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_env()
+    parser = argparse.ArgumentParser(prog="python -m bench.versus", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=settings.model_path, help="served by both (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--images", type=int, default=256, help="images per phase (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="also write the rounds and the summary here, as JSON")
+    args = parser.parse_args(argv)
+    photos, logs = load_photos(args.images), fresh_log_dir()
+    print(f"machine: {machine_info()}; service batch linger {settings.batch_linger_s} s", flush=True)
+    with stopped_on_exit(), OneServer("bench.peer", args.model, logs) as peer, \
+            ServiceStack(args.model, logs, settings.processes) as stack:
+        warm_up(peer_predict(peer.url), photos, 2, size=1)
+        warm_up(submit_and_wait(stack.url), photos, 2, size=1)
+        measured = rounds(peer.url, stack.url, photos, args.rounds, args.images)
+    rows = summary(measured)
+    print("\n" + table(rows))
+    if args.out:
+        args.out.write_text(json.dumps({"machine": machine_info(), "rounds": measured, "summary": rows}, indent=1))
+    return 1 if any(r["failures"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
