@@ -4,8 +4,10 @@ interleaved rounds.
 This machine's speed drifts within a minute (bench/RESULTS.md), so phases measured a minute apart,
 as `bench.run` measures the peer and then the service, can swing a ratio by half. Here both run
 side by side (the idle one costs nothing) and each round measures, at every client count, the
-peer and the service back to back (the order alternating by round); each round's ratio, and the
-median of the rounds, are what to read. The exit status is 1 if any request failed.
+peer and the service back to back (the order alternating by round); then 16-image jobs from 16
+clients, and the ceiling (decode + inference in this process, batches of 16) just after. Each
+round's ratios, and their medians over the rounds, are what to read. The exit status is 1 if any
+request failed.
 
     python -m bench.versus --rounds 5
 """
@@ -17,6 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from bench.ceiling import images_per_second, load_classifier
 from bench.client import peer_predict, run_load, submit_and_wait
 from bench.images import batches, load_photos
 from bench.phases import warm_up
@@ -28,11 +31,13 @@ from harness import stopped_on_exit
 CLIENTS = (1, 4, 16)
 
 
-def rounds(peer_url: str, service_url: str, photos: list, count: int, images: int) -> list[dict]:
+def rounds(peer_url: str, service_url: str, photos: list, count: int, images: int, model: str) -> tuple[list, list]:
     """Each round: at each client count, the peer and the service (the order alternating by
-    round), one image per request or job."""
+    round), one image per request or job; then the service's 16-image jobs from 16 clients, and
+    the ceiling, against the round's peer at 16 clients."""
     sends = {"peer": peer_predict(peer_url), "service": submit_and_wait(service_url)}
-    measured = []
+    classifier = load_classifier(model)
+    measured, large = [], []
     for number in range(count):
         order = ("peer", "service") if number % 2 == 0 else ("service", "peer")
         for clients in CLIENTS:
@@ -45,7 +50,15 @@ def rounds(peer_url: str, service_url: str, photos: list, count: int, images: in
                   f"(p50 {row['peer']['p50_ms']:.1f} ms), service {row['service']['images_per_s']:.1f} "
                   f"(p50 {row['service']['p50_ms']:.1f} ms): {row['throughput_ratio']:.2f}x", flush=True)
             measured.append(row)
-    return measured
+        jobs = run_load(batches(photos, 16, images), 16, sends["service"]).summary()
+        ceiling = images_per_second(classifier, photos, 16, images)
+        large.append({"round": number + 1, "service": jobs, "ceiling_images_per_s": ceiling,
+                      "peer_ratio": jobs["images_per_s"] / measured[-1]["peer"]["images_per_s"],
+                      "ceiling_ratio": jobs["images_per_s"] / ceiling})
+        print(f"  round {number + 1}, 16-image jobs, 16 clients: {jobs['images_per_s']:.1f} images/s, "
+              f"{large[-1]['peer_ratio']:.2f}x the peer, {large[-1]['ceiling_ratio']:.2f}x the ceiling "
+              f"({ceiling:.1f})", flush=True)
+    return measured, large
 
 
 def summary(measured: list[dict]) -> list[dict]:
@@ -63,11 +76,26 @@ def summary(measured: list[dict]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| clients | rounds | service / peer, images/s: median (range) | service / peer, p50: median | "
-             "failures | resets | 5xx |", "|---:|---:|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['clients']} | {r['rounds']} | {r['median_throughput_ratio']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) | "
+def large_summary(large: list[dict]) -> dict:
+    """The 16-image rounds: medians (and ranges) of the ratios to the peer and to the ceiling."""
+    peer, ceiling = [r["peer_ratio"] for r in large], [r["ceiling_ratio"] for r in large]
+    return {"rounds": len(large), "median_peer_ratio": statistics.median(peer), "peer_range": [min(peer), max(peer)],
+            "median_ceiling_ratio": statistics.median(ceiling), "ceiling_range": [min(ceiling), max(ceiling)],
+            "failures": sum(r["service"]["failures"] for r in large), "resets": sum(r["service"]["resets"] for r in large),
+            "server_errors": sum(r["service"]["server_errors"] for r in large)}
+
+
+def table(rows: list[dict], large: dict) -> str:
+    lines = ["| one-image traffic | rounds | service / peer, images/s: median (range) | service / peer, p50: median | "
+             "failures | resets | 5xx |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['clients']} clients | {r['rounds']} | {r['median_throughput_ratio']:.2f}x ({r['min']:.2f}-{r['max']:.2f}) | "
               f"{r['median_p50_ratio']:.2f}x | {r['failures']} | {r['resets']} | {r['server_errors']} |" for r in rows]
+    (p_lo, p_hi), (c_lo, c_hi) = large["peer_range"], large["ceiling_range"]
+    lines += ["", "| 16-image jobs, 16 clients | rounds | / peer (1-image requests, 16 clients): median (range) | "
+              "/ ceiling (batch 16): median (range) | failures | resets | 5xx |", "|---|---:|---|---|---:|---:|---:|",
+              f"| service | {large['rounds']} | {large['median_peer_ratio']:.2f}x ({p_lo:.2f}-{p_hi:.2f}) | "
+              f"{large['median_ceiling_ratio']:.2f}x ({c_lo:.2f}-{c_hi:.2f}) | {large['failures']} | {large['resets']} | "
+              f"{large['server_errors']} |"]
     return "\n".join(lines)
 
 
@@ -85,12 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             ServiceStack(args.model, logs, settings.processes) as stack:
         warm_up(peer_predict(peer.url), photos, 2, size=1)
         warm_up(submit_and_wait(stack.url), photos, 2, size=1)
-        measured = rounds(peer.url, stack.url, photos, args.rounds, args.images)
-    rows = summary(measured)
-    print("\n" + table(rows))
+        measured, large = rounds(peer.url, stack.url, photos, args.rounds, args.images, args.model)
+    rows, big = summary(measured), large_summary(large)
+    print("\n" + table(rows, big))
     if args.out:
-        args.out.write_text(json.dumps({"machine": machine_info(), "rounds": measured, "summary": rows}, indent=1))
-    return 1 if any(r["failures"] for r in rows) else 0
+        args.out.write_text(json.dumps({"machine": machine_info(), "rounds": measured, "summary": rows,
+                                        "large_rounds": large, "large": big}, indent=1))
+    return 1 if any(r["failures"] for r in rows) or big["failures"] else 0
 
 
 if __name__ == "__main__":

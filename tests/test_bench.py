@@ -46,3 +46,5 @@ def test_the_interleaved_comparison_with_the_peer_runs_every_round_without_failu
     assert all(r["peer"]["images"] == r["service"]["images"] == 8 for r in results["rounds"])
     assert [(s["clients"], s["rounds"], s["failures"], s["resets"]) for s in results["summary"]] == [
         (1, 2, 0, 0), (4, 2, 0, 0), (16, 2, 0, 0)]
+    assert [r["service"]["images"] for r in results["large_rounds"]] == [16, 16]  # one 16-image job a round
+    assert results["large"]["failures"] == 0 and all(r["ceiling_images_per_s"] > 0 for r in results["large_rounds"])
