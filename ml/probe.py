@@ -128,8 +128,9 @@ def imagenet_logits(model: torch.nn.Module, features: np.ndarray) -> np.ndarray:
         return model._fc(torch.from_numpy(features)).numpy()
 
 
-def onnx_pooled(model_path: Path, data: Path, classes: list[str], prep: Preprocessing) -> dict:
-    """The pooled features that feed an exported model's classifier (its Gemm), through ONNX Runtime."""
+def pooled_session(model_path: Path):
+    """An ONNX Runtime session of an exported model that answers the pooled features feeding its
+    classifier (its Gemm), and that output's name."""
     import onnx
     import onnxruntime as ort
 
@@ -138,11 +139,28 @@ def onnx_pooled(model_path: Path, data: Path, classes: list[str], prep: Preproce
     graph.graph.output.append(onnx.helper.make_tensor_value_info(gemm.input[0], onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"]), gemm.input[0]
+
+
+def onnx_pooled(model_path: Path, data: Path, classes: list[str], prep: Preprocessing) -> dict:
+    """The pooled features that feed an exported model's classifier, through ONNX Runtime."""
+    session, output = pooled_session(model_path)
     dataset = ServedImages(data, classes, prep)
-    features = [session.run([gemm.input[0]], {"images": images.numpy()})[0]
+    features = [session.run([output], {"images": images.numpy()})[0]
                 for images, _ in DataLoader(dataset, batch_size=32, num_workers=1)]
     return {"features": np.concatenate(features), "labels": np.array([label for _, label in dataset.samples])}
+
+
+def exported_backbone(model: torch.nn.Module, size: int, folder: Path) -> Path:
+    """The ImageNet network as an ONNX file in the cache (exported once), for `onnx_pooled`."""
+    from ml.export import export_onnx
+    from ml.model import WithSoftmax
+
+    path = folder / "backbone.onnx"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        export_onnx(WithSoftmax(model).eval(), size, path)
+    return path
 
 
 def onnx_head(model_path: Path):
@@ -166,6 +184,9 @@ def load_sets(args, classes: list[str], prep: Preprocessing) -> dict[str, dict]:
         model, size, folder = imagenet_backbone(args.arch, args.weights), NATIVE_SIZE[args.arch], args.cache / args.arch
         head = lambda features: imagenet_logits(model, features)  # noqa: E731
         compute = lambda data: extract(model, size, data, classes, prep)  # noqa: E731
+        if size == prep.size:  # exported, it reads the same features through ONNX Runtime, many times faster
+            exported = exported_backbone(model, size, folder)
+            compute = lambda data: onnx_pooled(exported, data, classes, prep)  # noqa: E731
     sets = {}
     for name, data in args.sets:
         arrays = cached(folder / f"{name}.npz", lambda: compute(data))

@@ -2,6 +2,15 @@
 (with a linear probe as their 100-class head), one network of the served model's size and cost.
 
     python -m ml.wise --cache /tmp/mlfeat    # needs the cached Lite0 features of `python -m ml.probe`
+    python -m ml.wise --toward runs/more/sports100-lite0.onnx    # toward another fine-tune of it
+
+With `--toward`, the other end is not ImageNet but another export of the same network (a fine-tune
+continued from this one, `ml.train --init`): averaging the two trades what each is better at.
+`--save-checkpoint ALPHA PATH` writes that run's checkpoint with the averaged weights, for
+`ml.export --checkpoint PATH` (the card then records both ends and ALPHA in its recipe):
+
+    python -m ml.wise --toward runs/more/sports100-lite0.onnx --save-checkpoint 0.5 runs/more/averaged.pt \
+        --checkpoint runs/more/best.pt
 
 There is no PyTorch checkpoint of the served model, only its FP32 ONNX file, whose batch norms the
 exporter folded into the convolutions. So the ImageNet network, given the probe's head, is exported
@@ -72,6 +81,22 @@ def interpolated(finetuned: onnx.ModelProto, pairs: list, alpha: float, head_alp
     return model.SerializeToString()
 
 
+def averaged_checkpoint(start: Path, checkpoint: Path, alpha: float) -> dict:
+    """`checkpoint` (a run continued from the export `start`) with its weights moved back toward
+    `start`'s: (1 - alpha) * start + alpha * the run's. Both hold the network with its batch
+    norms folded (ml.train --init), so their state dicts pair up key by key."""
+    from ml.fuse import load_folded
+    from ml.model import build_model
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    begin = load_folded(build_model(ckpt["architecture"], len(ckpt["classes"]), ckpt["config"]["dropout"], False),
+                        str(start)).state_dict()
+    ckpt["model"] = {k: (1 - alpha) * begin[k] + alpha * v if v.is_floating_point() else v
+                     for k, v in ckpt["model"].items()}
+    ckpt["config"] = ckpt["config"] | {"averaged": {"start": start.name, "run": str(checkpoint), "alpha": alpha}}
+    return ckpt
+
+
 def served_inputs(data: Path, classes: list[str], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     samples = folder_samples(data, classes)
     return (np.stack([preprocess(path.read_bytes(), prep, MAX_PIXELS) for path, _ in samples]),
@@ -88,26 +113,38 @@ def log_probabilities(graph: bytes, inputs: np.ndarray, threads: int) -> np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, required=True, help="where ml.probe cached the Lite0 features")
+    parser.add_argument("--cache", type=Path, help="where ml.probe cached the Lite0 features (without --toward)")
+    parser.add_argument("--toward", type=Path, help="another FP32 export of the same network to interpolate toward")
     parser.add_argument("--model", type=Path, default=Path("models/sports100-lite0.onnx"), help="the fine-tuned FP32 model")
     parser.add_argument("--valid", type=Path, default=Path("../shared/data/sports100/valid"))
     parser.add_argument("--wild", type=Path, default=Path("../shared/data/wild-dev"))
     parser.add_argument("--alphas", type=float, nargs="+", default=[0, 0.1, 0.2, 0.3, 0.4, 0.5, 1])
     parser.add_argument("--head-alphas", type=float, nargs="+", help="default: each alpha itself")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--save-checkpoint", nargs=2, metavar=("ALPHA", "PATH"), help="with --toward and --checkpoint")
+    parser.add_argument("--checkpoint", type=Path, help="the run's checkpoint whose export --toward names")
     args = parser.parse_args()
+    if args.save_checkpoint:
+        alpha, path = float(args.save_checkpoint[0]), Path(args.save_checkpoint[1])
+        torch.save(averaged_checkpoint(args.model, args.checkpoint, alpha), path)
+        print(f"{path}: {args.checkpoint} averaged with {args.model}, alpha {alpha:g}")
+        return
     torch.set_num_threads(args.threads)
     card = load_card(str(args.model.with_suffix(".json")))
     classes, prep = card["classes"], Preprocessing.from_card(card)
-    train, valid = (dict(np.load(args.cache / "efficientnet-lite0" / f"{n}.npz")) for n in ("train", "valid"))
-    head, l2 = best_probe(train, valid, "features", len(classes))
     finetuned = onnx.load(str(args.model))
-    pairs = paired_weights(finetuned, imagenet_graph(head, prep.size))
+    if args.toward:
+        other, what = onnx.load(str(args.toward)), f"toward {args.toward.parent.name}/{args.toward.name}"
+    else:
+        train, valid = (dict(np.load(args.cache / "efficientnet-lite0" / f"{n}.npz")) for n in ("train", "valid"))
+        head, l2 = best_probe(train, valid, "features", len(classes))
+        other, what = imagenet_graph(head, prep.size), f"probe l2 {l2:g}"
+    pairs = paired_weights(finetuned, other)
     sets = {name: served_inputs(folder, classes, prep) for name, folder in (("valid", args.valid), ("wild-dev", args.wild))}
     for alpha, head_alpha in zip(args.alphas, args.head_alphas or args.alphas):
         graph = interpolated(finetuned, pairs, alpha, head_alpha)
         cells = [top13(log_probabilities(graph, x, args.threads), y) for x, y in sets.values()]
-        print(f"| WiSE-FT alpha {alpha:g}, head {head_alpha:g} (probe l2 {l2:g}) | "
+        print(f"| WiSE-FT alpha {alpha:g}, head {head_alpha:g} ({what}) | "
               + " | ".join(f"{100 * a:.1f} / {100 * b:.1f}" for a, b in cells) + " |", flush=True)
 
 

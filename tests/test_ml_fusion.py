@@ -16,7 +16,7 @@ from harness import DATA
 from ml import export
 from ml.fuse import Fused, load_folded
 from ml.model import WithSoftmax, build_model
-from ml.probe import fit_probe, imagenet_backbone, log_probs, top13
+from ml.probe import exported_backbone, fit_probe, imagenet_backbone, log_probs, pooled, pooled_session, top13
 from ml.wise import imagenet_graph, interpolated, paired_weights
 
 SERVED_FP32 = REPO / "models" / "sports100-lite0.onnx"
@@ -70,3 +70,15 @@ def test_the_probe_reads_raw_features():
     features = (rng.normal(size=(60, 8)) + 4 * np.eye(3, 8)[labels]) * 50 + 100
     layer = fit_probe(features.astype(np.float32), labels, 3, l2=1e-3, steps=100)
     assert top13(log_probs(layer, features.astype(np.float32)), labels) == (1.0, 1.0)
+
+
+def test_the_exported_imagenet_backbone_reads_the_same_features_as_pytorch(tmp_path, inputs):
+    """ml.probe reads the ImageNet features through ONNX Runtime when it can: the same numbers."""
+    model = imagenet_backbone("efficientnet-lite0", None)
+    path = exported_backbone(model, 224, tmp_path)
+    session, output = pooled_session(path)
+    read = session.run([output], {"images": inputs})[0]
+    with torch.no_grad():
+        expected = pooled(model, torch.from_numpy(inputs), 224).numpy()
+    assert np.abs(read - expected).max() <= 1e-4
+    assert exported_backbone(model, 224, tmp_path) == path  # exported once
