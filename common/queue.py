@@ -26,7 +26,7 @@ SHADOW_TASK = "worker.shadow_images"
 CELERY_QUEUE = "celery"  # Celery's default queue; it holds wake-ups, the backlog is what `waiting` counts
 # The shipped model keeps Celery's default queue, so a deployment of one model (its compose health
 # checks, its tools) sees no change; tests/test_models.py checks this is MODEL_PATH's default.
-DEFAULT_MODEL = "sports100-lite0-int8@1.0.0"
+DEFAULT_MODEL = "sports100-lite0-fused-int8@2.1.0"
 log = logging.getLogger(__name__)
 
 

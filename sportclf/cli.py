@@ -159,10 +159,10 @@ def models() -> None:
 
     \b
     A rollout:
-      sportclf models canary sports100-lite0@1.0.0 10   # 10% of jobs to the candidate
-      sportclf models list                              # shares, workers, accuracy, agreement
-      sportclf models promote                           # the canary takes every job
-      sportclf models rollback                          # or: the canary takes none
+      sportclf models canary sports100-lite0-int8@1.0.0 10   # 10% of jobs to the candidate
+      sportclf models list                                   # shares, workers, accuracy, agreement
+      sportclf models promote                                # the canary takes every job
+      sportclf models rollback                               # or: the canary takes none
     """
 
 

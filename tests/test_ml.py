@@ -56,9 +56,9 @@ def test_export_matches_pytorch_and_writes_card(checkpoint, tmp_path):
     assert session.run(None, {"images": inputs[:3]})[0].shape == (3, 100)
 
 
-def test_the_service_loads_the_model_the_export_rule_chooses():
-    fp32, int8 = (load_card(REPO / "models" / name) for name in ("sports100-lite0.json", "sports100-lite0-int8.json"))
-    assert Path(Settings().model_path).name == export.serving_choice(fp32, int8)
+def test_the_service_loads_the_int8_model_of_the_served_pair_as_the_export_rule_chooses():
+    fp32, int8 = (load_card(REPO / "models" / name) for name in ("sports100-lite0-fused.json", "sports100-lite0-fused-int8.json"))
+    assert Path(Settings().model_path).name == export.serving_choice(fp32, int8) == int8["file"]
 
 
 @pytest.mark.parametrize("model", SHIPPED, ids=lambda p: p.name)
@@ -113,7 +113,7 @@ def test_torchvision_b0_option_trains_one_step():
 # INT8 kernels differ by instruction set (with or without AVX512-VNNI), which moves a few borderline
 # photos; FP32 gives the same answers everywhere.
 @pytest.mark.parametrize("name, tolerance", [("sports100-lite0", 0.0), ("sports100-lite0-int8", 0.006),
-                                             ("sports100-lite0-fused", 0.0)])
+                                             ("sports100-lite0-fused", 0.0), ("sports100-lite0-fused-int8", 0.006)])
 def test_shipped_card_matches_a_fresh_evaluation_on_valid(name, tolerance):
     card = load_card(REPO / "models" / f"{name}.json")
     result = evaluate(REPO / "models" / f"{name}.onnx", DATA / "valid")
@@ -131,7 +131,7 @@ def test_the_threshold_is_the_lowest_confidence_whose_answers_meet_the_target():
 
 
 def test_temperature_scaling_keeps_the_ranking_and_the_shipped_calibration_is_complete():
-    card = load_card(REPO / "models" / "sports100-lite0-int8.json")
+    card = load_card(Path(Settings().model_path).with_suffix(".json"))
     calibration = card["calibration"]
     assert 0 < calibration["temperature"] and 0 < calibration["confident_threshold"] <= 1
     assert set(calibration["ece"]) == {"valid", "wild-dev"}

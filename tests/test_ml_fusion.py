@@ -19,22 +19,22 @@ from ml.model import WithSoftmax, build_model
 from ml.probe import exported_backbone, fit_probe, imagenet_backbone, log_probs, pooled, pooled_session, top13
 from ml.wise import imagenet_graph, interpolated, paired_weights
 
-SERVED_FP32 = REPO / "models" / "sports100-lite0.onnx"
+FINETUNED_FP32 = REPO / "models" / "sports100-lite0.onnx"  # 1.0.0: the network ml.fuse and ml.wise start from
 
 
 @pytest.fixture(scope="module")
 def inputs() -> np.ndarray:
-    prep = Preprocessing.from_card(load_card(SERVED_FP32.with_suffix(".json")))
+    prep = Preprocessing.from_card(load_card(FINETUNED_FP32.with_suffix(".json")))
     return export.sample_inputs(DATA / "valid", prep, 6, step=80)
 
 
 @pytest.fixture(scope="module")
 def served(inputs) -> np.ndarray:
-    return ort.InferenceSession(str(SERVED_FP32), providers=["CPUExecutionProvider"]).run(None, {"images": inputs})[0]
+    return ort.InferenceSession(str(FINETUNED_FP32), providers=["CPUExecutionProvider"]).run(None, {"images": inputs})[0]
 
 
 def finetuned() -> torch.nn.Module:
-    return load_folded(build_model("efficientnet-lite0", 100, 0.0, pretrained=False), str(SERVED_FP32))
+    return load_folded(build_model("efficientnet-lite0", 100, 0.0, pretrained=False), str(FINETUNED_FP32))
 
 
 def test_the_served_weights_load_back_into_pytorch(inputs, served):
@@ -56,7 +56,7 @@ def test_a_fused_graph_keeps_the_served_names_and_at_weight_zero_answers_as_the_
 
 
 def test_wise_pairs_every_weight_and_alpha_zero_is_the_served_model(inputs, served):
-    graph = onnx.load(str(SERVED_FP32))
+    graph = onnx.load(str(FINETUNED_FP32))
     pairs = paired_weights(graph, imagenet_graph(torch.nn.Linear(1280, 100), 224))  # checks the frozen layers agree
     assert len(pairs) == 2 * 49 + 2  # 49 convolutions and the classifier, weight and bias each
     session = ort.InferenceSession(interpolated(graph, pairs, 0.0, 0.0), providers=["CPUExecutionProvider"])

@@ -6,9 +6,9 @@ from common.settings import Settings
 
 JOB_ID = "0b6f2c1e-5d4a-4f7e-9c3b-2a8d1e6f4b90"
 STATUS_URL = f"/api/v1/jobs/{JOB_ID}"
-MODEL = {"name": "sports100-lite0-int8", "version": "1.0.0"}
-MODEL_ID = "sports100-lite0-int8@1.0.0"
-CANDIDATE_ID = "sports100-lite0@1.0.0"
+MODEL = {"name": "sports100-lite0-fused-int8", "version": "2.1.0"}
+MODEL_ID = "sports100-lite0-fused-int8@2.1.0"
+CANDIDATE_ID = "sports100-lite0-int8@1.0.0"
 
 # Uploads are multipart files: these examples say how to send them (Swagger UI shows file pickers instead).
 UPLOAD_CURL = "curl -F file=@surf.jpg -F file=@match.png http://localhost:8000/api/v1/jobs"
@@ -57,9 +57,9 @@ PREDICTION = {"sport": "surfing", "confidence": 96.2, "top_3": [
     {"sport": "surfing", "confidence": 96.2}, {"sport": "water polo", "confidence": 1.1},
     {"sport": "sailboat racing", "confidence": 0.6}], "confident": True}
 
-MODEL_INFO = MODEL | {"architecture": "efficientnet-lite0", "precision": "int8",
-                      "accuracy": {"images": 500, "top1": 0.974, "top3": 1.0},
-                      "real_world_accuracy": {"images": 390, "top1": 0.659, "top3": 0.7795}}
+MODEL_INFO = MODEL | {"architecture": "efficientnet-lite0 fine-tuned + efficientnet-lite0 ImageNet probe, fused", "precision": "int8",
+                      "accuracy": {"images": 500, "top1": 0.978, "top3": 1.0},
+                      "real_world_accuracy": {"images": 390, "top1": 0.741, "top3": 0.8641}}
 HEALTH = {"status": "ok"}
 READY = {"status": "ready", "redis": "ok", "workers": 2, "model": MODEL, "problems": [],
          "models": [{"id": MODEL_ID, "share": 100.0, "workers": 2, "ready": True}]}
@@ -71,9 +71,9 @@ ROUTING_CANARY = {"canary": {"model": CANDIDATE_ID, "share": 10}}
 ROUTING = {"active": MODEL_ID, "canary": {"model": CANDIDATE_ID, "share": 10.0}, "shadow": None, "source": "redis"}
 MODELS = {"routing": ROUTING, "models": [
     MODEL_INFO | {"id": MODEL_ID, "share": 90.0, "workers": 2, "shadow": None},
-    {"id": CANDIDATE_ID, "name": "sports100-lite0", "version": "1.0.0", "architecture": "efficientnet-lite0",
-     "precision": "fp32", "accuracy": {"images": 500, "top1": 0.974, "top3": 1.0},
-     "real_world_accuracy": {"images": 390, "top1": 0.6718, "top3": 0.7897}, "share": 10.0, "workers": 1,
+    {"id": CANDIDATE_ID, "name": "sports100-lite0-int8", "version": "1.0.0", "architecture": "efficientnet-lite0",
+     "precision": "int8", "accuracy": {"images": 500, "top1": 0.974, "top3": 1.0},
+     "real_world_accuracy": {"images": 390, "top1": 0.659, "top3": 0.7795}, "share": 10.0, "workers": 1,
      "shadow": None}]}
 
 METRICS = """\
