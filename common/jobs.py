@@ -213,7 +213,7 @@ class JobStore:
 
     def create(self, job_id: str, filenames: list[str], images: dict[int, bytes], failures: dict[int, dict],
                chunks: list[list[int]] = (), model: dict | None = None, callback_url: str | None = None,
-               heavy: Collection[int] = (), queue: str | None = None, pipe: Pipeline | None = None) -> int | None:
+               heavy: Collection[int] = (), queue: str | None = None, pipe: Pipeline | None = None) -> bool | None:
         """Stores a new job: `images` are to be classified, `failures` were refused on arrival;
         `chunks` are pending until their results are written (see common/chunks.py); `model`, the
         model routed to, keeps the job's chunks on that model's queue (see `model_of`). With a

@@ -6,11 +6,6 @@
 
 With `--toward`, the other end is not ImageNet but another export of the same network (a fine-tune
 continued from this one, `ml.train --init`): averaging the two trades what each is better at.
-`--save-checkpoint ALPHA PATH` writes that run's checkpoint with the averaged weights, for
-`ml.export --checkpoint PATH` (the card then records both ends and ALPHA in its recipe):
-
-    python -m ml.wise --toward runs/more/sports100-lite0.onnx --save-checkpoint 0.5 runs/more/averaged.pt \
-        --checkpoint runs/more/best.pt
 
 There is no PyTorch checkpoint of the served model, only its FP32 ONNX file, whose batch norms the
 exporter folded into the convolutions. So the ImageNet network, given the probe's head, is exported
@@ -81,22 +76,6 @@ def interpolated(finetuned: onnx.ModelProto, pairs: list, alpha: float, head_alp
     return model.SerializeToString()
 
 
-def averaged_checkpoint(start: Path, checkpoint: Path, alpha: float) -> dict:
-    """`checkpoint` (a run continued from the export `start`) with its weights moved back toward
-    `start`'s: (1 - alpha) * start + alpha * the run's. Both hold the network with its batch
-    norms folded (ml.train --init), so their state dicts pair up key by key."""
-    from ml.fuse import load_folded
-    from ml.model import build_model
-
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    begin = load_folded(build_model(ckpt["architecture"], len(ckpt["classes"]), ckpt["config"]["dropout"], False),
-                        str(start)).state_dict()
-    ckpt["model"] = {k: (1 - alpha) * begin[k] + alpha * v if v.is_floating_point() else v
-                     for k, v in ckpt["model"].items()}
-    ckpt["config"] = ckpt["config"] | {"averaged": {"start": start.name, "run": str(checkpoint), "alpha": alpha}}
-    return ckpt
-
-
 def served_inputs(data: Path, classes: list[str], prep: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     samples = folder_samples(data, classes)
     return (np.stack([preprocess(path.read_bytes(), prep, MAX_PIXELS) for path, _ in samples]),
@@ -121,14 +100,7 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0, 0.1, 0.2, 0.3, 0.4, 0.5, 1])
     parser.add_argument("--head-alphas", type=float, nargs="+", help="default: each alpha itself")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--save-checkpoint", nargs=2, metavar=("ALPHA", "PATH"), help="with --toward and --checkpoint")
-    parser.add_argument("--checkpoint", type=Path, help="the run's checkpoint whose export --toward names")
     args = parser.parse_args()
-    if args.save_checkpoint:
-        alpha, path = float(args.save_checkpoint[0]), Path(args.save_checkpoint[1])
-        torch.save(averaged_checkpoint(args.model, args.checkpoint, alpha), path)
-        print(f"{path}: {args.checkpoint} averaged with {args.model}, alpha {alpha:g}")
-        return
     torch.set_num_threads(args.threads)
     card = load_card(str(args.model.with_suffix(".json")))
     classes, prep = card["classes"], Preprocessing.from_card(card)

@@ -150,15 +150,15 @@ def _create(job: NewJob, chunks: list[list[int]], idempotency_key: str | None,
     """Stores the job, its light chunks listed ready on `model`'s queue; with an idempotency key,
     only if the key is new (else nothing is stored, and the first job's record is returned). Also
     answers whether a wake-up is due (see JobStore.create)."""
-    jobs, listed = current_app.extensions["jobs"], []
+    jobs, due = current_app.extensions["jobs"], []
 
     def create(pipe: Pipeline | None = None) -> None:
-        listed.append(jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, model=model.identity,
+        due.append(jobs.create(job.job_id, job.filenames, job.images, job.failures, chunks, model=model.identity,
                                   callback_url=job.callback_url, heavy=job.heavy, queue=queue_for(model.id), pipe=pipe))
 
     if not idempotency_key:
         create()
-        return None, listed[0]
+        return None, due[0]
     record = {"job_id": job.job_id, "total": len(job.filenames), "fingerprint": job.fingerprint.hexdigest()}
     first = idempotency.create_once(idempotency_key, record, create)
-    return first, listed[-1] if listed else None
+    return first, due[-1] if due else None
