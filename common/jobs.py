@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -28,6 +29,8 @@ from common.webhooks import ON_CLOSE, PENDING_CALLBACKS, new_callback
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 IMAGE_STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 JOB_STATUSES = (QUEUED, RUNNING, DONE)
+# Waits, at most the seconds it is given, for one job's "done" message (JobStore.watching).
+Watch = Callable[[float], object]
 
 # Marks images running unless they are already further along (a redelivered task must not move a
 # finished image back), and counts how often this chunk (named by its first image) has been
@@ -388,33 +391,35 @@ class JobStore:
                    callback=json.loads(fields[b"callback"]) if b"callback" in fields else None,
                    images=[json.loads(fields[str(i).encode()]) for i in range(meta["total"])])
 
-    def wait(self, job_id: str, timeout_s: float) -> Job | None:
-        """Long poll: the job once it is finished, or as it stands when `timeout_s` runs out.
-        Subscribing before the first read means a finish in between cannot be missed. With a
-        listener (the web process's, common/notify.py) the subscription is its shared one."""
-        if self.listener is not None:
-            return self._wait_shared(job_id, timeout_s)
-        deadline = time.monotonic() + timeout_s
-        with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-            pubsub.subscribe(self.channel(job_id))
-            job = self.get(job_id)
-            while job is not None and not job.finished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                if pubsub.get_message(timeout=remaining) is not None:
-                    job = self.get(job_id)
-            return job
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[Watch]:
+        """While the block runs, a Watch: a call that returns once the job may have finished (its
+        "done" message came) or after the seconds it is given. Entered before the caller reads or
+        creates the job, so that a finish in between cannot be missed. With a listener (the web
+        process's, common/notify.py) it shares the process's one subscription; else it has its own."""
+        if self.listener is None:
+            with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                pubsub.subscribe(self.channel(job_id))
+                yield lambda timeout_s: pubsub.get_message(timeout=timeout_s)
+            return
+        with self.listener.waiting(self.channel(job_id)) as done:
+            def watch(timeout_s: float) -> None:
+                done.wait(timeout_s)
+                done.clear()  # before the caller reads: a message after this ends its next wait
+            yield watch
 
-    def _wait_shared(self, job_id: str, timeout_s: float) -> Job | None:
+    def wait(self, job_id: str, timeout_s: float, watch: Watch | None = None) -> Job | None:
+        """Long poll: the job once it is finished, or as it stands when `timeout_s` runs out. With
+        `watch`, the caller's (see `watching`) on a job it has just created with images to classify:
+        unfinished for certain, it is not read before the first wait (a round trip fewer)."""
         deadline = time.monotonic() + timeout_s
-        with self.listener.waiting(self.channel(job_id)) as finished:
-            job = self.get(job_id)
-            while job is not None and not job.finished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                finished.wait(min(remaining, RECHECK_S))
-                finished.clear()  # before reading: a message after this wakes the next wait
+        with nullcontext(watch) if watch else self.watching(job_id) as waiting:
+            if watch is None:
                 job = self.get(job_id)
-            return job
+                if job is None or job.finished:
+                    return job
+            while True:  # a "done" message, a re-check every RECHECK_S (one may be lost), or the deadline
+                waiting(max(0.0, min(deadline - time.monotonic(), RECHECK_S)))
+                job = self.get(job_id)
+                if job is None or job.finished or time.monotonic() >= deadline:
+                    return job

@@ -6,10 +6,11 @@ process at once, with no restart (PATCH /api/v1/models/routing); until the hash 
 settings MODEL_ACTIVE, MODEL_CANARY and MODEL_SHADOW are the routing. Each job is routed once, on
 submit, and keeps its model (the job record names it), so its chunks never change model midway.
 
-The canary's jobs are spread evenly rather than drawn at random: jobs are numbered by a counter in
-Redis that every web process shares, and job n goes to the canary when n x share / 100 passes a
-whole number. So 10% is exactly 1 job in 10, in any run of 10 jobs, however many web processes
-take them. The shadow's sample is drawn at random (it must not line up with the canary's jobs).
+The canary's jobs are spread evenly rather than drawn at random: while there is a canary, jobs are
+numbered by a counter in Redis that every web process shares, and job n goes to the canary when
+n x share / 100 passes a whole number. So 10% is exactly 1 job in 10, in any run of 10 jobs,
+however many web processes take them. The shadow's sample is drawn at random (it must not line up
+with the canary's jobs).
 """
 from __future__ import annotations
 
@@ -93,13 +94,9 @@ def load(redis: Redis, initial: Routing) -> Routing:
     return parse(redis.hgetall(KEY), initial)
 
 
-def for_new_job(redis: Redis, initial: Routing) -> tuple[Routing, int]:
-    """The routing in force and the new job's number, in one round trip."""
-    with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(KEY)
-        pipe.incr(COUNTER)
-        stored, number = pipe.execute()
-    return parse(stored, initial), number
+def number_job(redis: Redis) -> int:
+    """The next job's number (1, 2, ...), for `Routing.choose`: needed only while there is a canary."""
+    return redis.incr(COUNTER)
 
 
 def parse(hash_fields: dict[bytes, bytes], initial: Routing) -> Routing:

@@ -64,7 +64,7 @@ class Settings:
     host: str = setting("127.0.0.1", "the address the web app (and a worker's metrics) listen on; 0.0.0.0 opens "
                         "it to other hosts")
     port: int = setting(8000, "the web app's port")
-    web_processes: int = setting(0, "gunicorn processes; 0: min(4, cores)")
+    web_processes: int = setting(0, "gunicorn processes; 0: half the cores, 1 to 4")
     web_connections: int = setting(1000, "connections one web process serves at once (gevent); it stops accepting beyond")
     web_idle_timeout_s: int = setting(5, "a request's line and headers must arrive within this; also the keep-alive timeout")
     web_body_timeout_s: int = setting(30, "a client silent this long while sending its body is dropped: 400 incomplete_body")

@@ -83,7 +83,7 @@ def test_long_polls_per_client_are_capped(make_client):
     client = make_client(max_long_polls_per_client=2)
     url = f"/api/v1/jobs/{held_job(client)}"
     with ThreadPoolExecutor(2) as pool:
-        held = [pool.submit(client.get, f"{url}?wait=4") for _ in range(2)]
+        held = [pool.submit(client.get, f"{url}?wait=10") for _ in range(2)]
         redis = client.application.extensions["redis"]
         waiting = lambda: sum(redis.zcard(k) for k in redis.scan_iter("long_polls:*")) == 2  # noqa: E731
         wait_for(waiting, 10, "two long polls waiting")
@@ -94,6 +94,10 @@ def test_long_polls_per_client_are_capped(make_client):
         path, _ = valid_images(1)[0]
         predict = client.post("/predict", data={"file": (io.BytesIO(path.read_bytes()), path.name)})
         assert predict.status_code == 429, "/predict waits as a long poll does"
+        # A submission's wait is free for its first second, then needs a slot: with none, it is
+        # answered 202 at once (its job, which no worker runs here, would have held it 30 s).
+        submitted = client.post("/api/v1/jobs?wait=30", data={"file": (io.BytesIO(path.read_bytes()), path.name)})
+        assert submitted.status_code == 202 and not any(f.done() for f in held)
         assert [f.result().status_code for f in held] == [200, 200]
     assert client.get(f"{url}?wait=0.1").status_code == 200  # slots are given back
 

@@ -97,6 +97,29 @@ def test_wait_returns_the_job_as_it_stands_on_timeout(store):
     assert store.wait(str(uuid.uuid4()), timeout_s=0.2) is None
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own subscription", "shared subscription"])
+def test_a_job_watched_before_it_exists_is_waited_on_without_a_first_read(redis_server, settings, shared):
+    """POST ?wait and /predict watch a new job before creating it, then wait without reading it
+    first: a job that finishes in between ends the wait at once all the same."""
+    store = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=shared)
+    job_id = str(uuid.uuid4())
+    with store.watching(job_id) as watch:
+        new = JobStore(Redis.from_url(redis_server.url), ttl_s=60)  # the store's own reads are counted below
+        new.create(job_id, ["0.jpg"], {0: b"bytes"}, {})
+        new.finish(job_id, {0: success(PREDICTION)}, MODEL)
+        reads, began = count_reads(store), time.monotonic()
+        job = store.wait(job_id, timeout_s=4, watch=watch)
+    assert job.finished and reads == [job_id]
+    assert time.monotonic() - began < 3  # woken by the message, not by the 4 s timeout (nor the 5 s re-read)
+
+
+def count_reads(store: JobStore) -> list[str]:
+    """The ids of the jobs `store` reads from now on."""
+    reads, get = [], store.get
+    store.get = lambda job_id: reads.append(job_id) or get(job_id)
+    return reads
+
+
 def test_pending_chunks_are_claimed_once_due_and_again_if_the_claimer_dies(redis_server):
     # Database 1: the session's worker sweeps database 0 and would take these chunks itself.
     store = JobStore(Redis.from_url(redis_server.url.replace("/0", "/1")), ttl_s=60, dispatch_grace_s=0.5,

@@ -3,13 +3,14 @@ and limits."""
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 
 from apiflask import APIBlueprint, HTTPError
 from flask import current_app, jsonify, url_for
 
 from common.documents import job_document
 from common.error_codes import ErrorCode
-from common.jobs import QUEUED, Job
+from common.jobs import QUEUED, Job, Watch
 from common.model_card import model_identity
 from webapp import examples, idempotency, schemas
 from webapp.errors import fail
@@ -22,6 +23,7 @@ from webapp.uploads import SUBMIT_ERRORS, UPLOAD_ERRORS, read_upload, submit
 bp = APIBlueprint("api", __name__, url_prefix="/api/v1", tag="Jobs")
 
 MAX_WAIT_S = 30.0
+FREE_WAIT_S = 1.0  # how long POST ?wait waits before it takes a long-poll slot (finished_within)
 # POST ?wait's other answer: the job, finished within the wait (its JobOut document).
 FINISHED_JOB = {"description": "finished within `wait` seconds: the job, as GET answers it",
                 "headers": {"Location": {"description": "the job's status_url", "schema": {"type": "string"}}},
@@ -73,11 +75,14 @@ def found(job: Job | None, job_id: str) -> dict:
 def create_job(files_data, headers_data, query_data):
     wait, key = valid_wait(query_data["wait"]), idempotency.key_from_request()
     job = read_upload(current_app.extensions["settings"].max_images_per_job, callback=True)
-    first = submit(job, key)
-    job_id, total = (first["job_id"], first["total"]) if first else (job.job_id, len(job.filenames))
+    # Watched from before it exists, so a finish right after the create cannot be missed.
+    with current_app.extensions["jobs"].watching(job.job_id) if wait else nullcontext() as watch:
+        first = submit(job, key)
+        job_id, total = (first["job_id"], first["total"]) if first else (job.job_id, len(job.filenames))
+        created = watch if job.images and not first else None  # else read it: it is another, or already done
+        finished = finished_within(job_id, wait, created) if wait else None
     status_url = url_for("api.get_job", job_id=job_id)
     headers = {"Location": status_url} | ({idempotency.REPLAYED_HEADER: "true"} if first else {})
-    finished = finished_within(job_id, wait) if wait else None
     if finished is not None:  # a Response, as is: @bp.output's schema (JobAccepted) is the 202's
         response = jsonify(found(finished, job_id))
         response.headers.update(headers)
@@ -85,16 +90,22 @@ def create_job(files_data, headers_data, query_data):
     return {"job_id": job_id, "status": QUEUED, "total": total, "status_url": status_url}, 202, headers
 
 
-def finished_within(job_id: str, wait: float) -> Job | None:
+def finished_within(job_id: str, wait: float, created: Watch | None) -> Job | None:
     """The job if it finishes within `wait` seconds; else None, as when the client holds its most
-    long polls already: the job is accepted either way, and the 202 says where to poll."""
-    try:
-        with long_poll_slot(wait):
-            job = current_app.extensions["jobs"].wait(job_id, wait)
-    except HTTPError as exc:
-        if exc.status_code != ErrorCode.TOO_MANY_LONG_POLLS.status:
-            raise
-        return None
+    long polls already: the job is accepted either way, and the 202 says where to poll. `created`:
+    the watch on a job just created with images to classify (see JobStore.wait). The first
+    FREE_WAIT_S seconds hold no long-poll slot: submissions are bounded by the rate limit already,
+    and most one-photo jobs are done by then, without the round trips of taking and giving back one."""
+    jobs, free = current_app.extensions["jobs"], min(wait, FREE_WAIT_S)
+    job = jobs.wait(job_id, free, created)
+    if job is not None and not job.finished and wait > free:
+        try:
+            with long_poll_slot(wait - free):
+                job = jobs.wait(job_id, wait - free, created)
+        except HTTPError as exc:
+            if exc.status_code != ErrorCode.TOO_MANY_LONG_POLLS.status:
+                raise
+            return None
     return job if job is not None and job.finished else None
 
 

@@ -12,11 +12,12 @@ from contextlib import contextmanager
 from functools import wraps
 
 from apiflask import APIFlask
-from flask import current_app, request
+from flask import current_app, g, request
 from limits import parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from common import routing
 from common.error_codes import ErrorCode
 from common.queue import queue_for, waiting
 from webapp.errors import fail
@@ -70,15 +71,17 @@ def _check_rate() -> None:
 
 def _check_backlog() -> None:
     """Queued work is bounded twice: by batches waiting, and by the memory their images take.
-    Both readings come in one round trip."""
+    Both readings come in one round trip, with the routing the new job will be routed by."""
     settings, redis = current_app.extensions["settings"], current_app.extensions["redis"]
     standing, models = _refusal_standing(), current_app.extensions["models"]
     with redis.pipeline(transaction=False) as pipe:  # every model's queues: one backlog, one limit
         for model in models:
             waiting(pipe, queue_for(model))
+        pipe.hgetall(routing.KEY)
         if standing is None:
             pipe.info("memory")
         answers = pipe.execute()
+    g.routing = routing.parse(answers[2 * len(models)], current_app.extensions["routing"])  # see models.current
     depth = sum(answers[:2 * len(models)])
     used, limit = standing or _redis_memory(answers[-1])
     if depth >= settings.max_queue_depth or used >= limit:

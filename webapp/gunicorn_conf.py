@@ -16,7 +16,9 @@ settings = Settings.from_env()
 # and whichever answers GET /metrics adds them all up (webapp/metrics.py).
 metrics_directory = exposition.use_directory("web")
 bind = f"{settings.host}:{settings.port}"  # compose sets HOST=0.0.0.0
-workers = settings.web_processes or min(4, cores())
+# Half the cores by default: on one host the web shares them with the workers, whose work per image
+# is the larger share, and each process costs a share of its own (it hears every job's finish).
+workers = settings.web_processes or max(1, min(4, cores() // 2))
 worker_class = "gevent"
 worker_connections = settings.web_connections  # the app sizes its Redis pool by it too
 # The gevent worker bounds two waits with this: for an idle keep-alive connection's next request,

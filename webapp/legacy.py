@@ -35,10 +35,12 @@ def percent(confidence: float) -> float:
                          ErrorCode.JOB_CANCELLED, ErrorCode.TIMEOUT, ErrorCode.UNKNOWN_MODEL, *IMAGE_FAILURES))
 def predict(files_data, query_data):
     settings = current_app.extensions["settings"]
+    jobs = current_app.extensions["jobs"]
     with long_poll_slot(settings.predict_timeout_s):  # it waits as a long poll does, so it counts as one
         job = read_upload(max_files=1)
-        submit(job)
-        job_now = current_app.extensions["jobs"].wait(job.job_id, settings.predict_timeout_s)
+        with jobs.watching(job.job_id) as watch:  # from before it exists (see JobStore.wait)
+            submit(job)
+            job_now = jobs.wait(job.job_id, settings.predict_timeout_s, watch if job.images else None)
     if job_now is None:  # evicted or flushed from Redis while we waited
         fail(ErrorCode.JOB_LOST, "the job was lost from the job store; send the image again")
     result = job_now.images[0]

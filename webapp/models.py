@@ -7,7 +7,7 @@ import random
 from dataclasses import replace
 
 from apiflask import APIBlueprint, APIFlask
-from flask import current_app
+from flask import current_app, g
 from redis import Redis
 
 from common import routing, shadow, workers
@@ -39,8 +39,11 @@ def routing_models(r: Routing) -> list[str]:
 
 
 def current() -> Routing:
-    """The routing in force now (one Redis read: a change reaches every web process at once)."""
-    return routing.load(current_app.extensions["redis"], current_app.extensions["routing"])
+    """The routing in force now, read from Redis once per request (so a change reaches every web
+    process at once); a submission's guard reads it with the backlog, in the same round trip."""
+    if "routing" not in g:
+        g.routing = routing.load(current_app.extensions["redis"], current_app.extensions["routing"])
+    return g.routing
 
 
 def all_models() -> dict[str, ModelEntry]:
@@ -59,13 +62,12 @@ def known(model: str) -> ModelEntry:
 def route(pinned: str | None) -> tuple[ModelEntry, str | None]:
     """The model for a new job (`pinned`, else the routing's weighted choice) and the shadow model
     that also classifies it, if this job is in the shadow's sample."""
-    extensions = current_app.extensions
+    now = current()
     if pinned:  # a pinned job takes no number: the canary's share is of the jobs routed
-        now, model = current(), known(pinned)
+        model = known(pinned)
     else:
-        now, number = routing.for_new_job(extensions["redis"], extensions["routing"])
-        model = known(now.choose(number))
-    return model, now.shadow_for(model.id, extensions["random"])
+        model = known(now.choose(routing.number_job(current_app.extensions["redis"])) if now.canary else now.active)
+    return model, now.shadow_for(model.id, current_app.extensions["random"])
 
 
 def describe(model: ModelEntry, now: Routing, redis: Redis, serving: dict[str, int]) -> dict:
