@@ -4,8 +4,8 @@ One job is a Redis hash `job:<id>`: field `meta` (JSON: created_at, total, filen
 image index (JSON: status, top3, error), `final` (how many images have a final status), `model` (the
 model routed to, then the one that classified it) and `finished_at`. Each accepted image's bytes wait under
 `job:<id>:image:<i>` until a worker is done with it. Everything expires `ttl` seconds after it was
-last written. When the last image becomes final, a message on `job:<id>:done` wakes the clients
-that long-poll. The chunks of a job that wait for a worker are the scheduler's (common/chunks.py).
+last written. When the last image becomes final, a message on `job:<id>:done` carrying the closed
+record wakes the clients that long-poll. The chunks of a job that wait for a worker are the scheduler's (common/chunks.py).
 """
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ from common.webhooks import ON_CLOSE, PENDING_CALLBACKS, new_callback
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 IMAGE_STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 JOB_STATUSES = (QUEUED, RUNNING, DONE)
-# Waits, at most the seconds it is given, for one job's "done" message (JobStore.watching).
-Watch = Callable[[float], object]
+# Waits, at most the seconds it is given, for one job's "done" message; returns it, if one came
+# (JobStore.watching).
+Watch = Callable[[float], bytes | None]
 
 # Marks images running unless they are already further along (a redelivered task must not move a
 # finished image back), and counts how often this chunk (named by its first image) has been
@@ -69,7 +70,8 @@ return reply
 """
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
-# ARGV[1]) and wakes the long polls on channel KEYS[2]; the record lives ARGV[3] seconds more.
+# ARGV[1]) and wakes the long polls on channel KEYS[2] with the record, closed (HGETALL, as JSON:
+# they answer from it without reading it again); the record lives ARGV[3] seconds more.
 # Returns the count, the job's total, when it was created (for the metrics: see Written) and 1 if
 # the job closed with a callback due (see common/webhooks.py), else 0.
 _COUNT_FINAL = """
@@ -77,7 +79,7 @@ local final, hook = redis.call('HINCRBY', KEYS[1], 'final', newly), 0
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if final == total then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
-  redis.call('PUBLISH', KEYS[2], 'done')
+  redis.call('PUBLISH', KEYS[2], cjson.encode(redis.call('HGETALL', KEYS[1])))
 """ + ON_CLOSE + """
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -381,37 +383,48 @@ class JobStore:
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if unknown or expired."""
-        fields = self.redis.hgetall(self.key(job_id))
-        if b"meta" not in fields:
+        return self._job(job_id, {k.decode(): v.decode() for k, v in self.redis.hgetall(self.key(job_id)).items()})
+
+    @staticmethod
+    def _job(job_id: str, fields: dict[str, str]) -> Job | None:
+        """The job from its record's fields (None: no record)."""
+        if "meta" not in fields:
             return None
-        meta = json.loads(fields[b"meta"])
+        meta = json.loads(fields["meta"])
         return Job(job_id=job_id, created_at=meta["created_at"], filenames=meta["filenames"],
-                   finished_at=fields[b"finished_at"].decode() if b"finished_at" in fields else None,
-                   model=json.loads(fields[b"model"]) if b"model" in fields else None,
-                   callback=json.loads(fields[b"callback"]) if b"callback" in fields else None,
-                   images=[json.loads(fields[str(i).encode()]) for i in range(meta["total"])])
+                   finished_at=fields.get("finished_at"),
+                   model=json.loads(fields["model"]) if "model" in fields else None,
+                   callback=json.loads(fields["callback"]) if "callback" in fields else None,
+                   images=[json.loads(fields[str(i)]) for i in range(meta["total"])])
+
+    def _published(self, job_id: str, message: bytes) -> Job | None:
+        """The closed job a "done" message carries (see _COUNT_FINAL); None if it carries none (a
+        worker of an earlier version sends just "done")."""
+        try:
+            items = json.loads(message)
+        except ValueError:
+            return None
+        return self._job(job_id, dict(zip(items[0::2], items[1::2]))) if isinstance(items, list) else None
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[Watch]:
-        """While the block runs, a Watch: a call that returns once the job may have finished (its
-        "done" message came) or after the seconds it is given. Entered before the caller reads or
-        creates the job, so that a finish in between cannot be missed. With a listener (the web
-        process's, common/notify.py) it shares the process's one subscription; else it has its own."""
+        """While the block runs, a Watch: a call that returns the job's "done" message (its closed
+        record) once it comes, or None after the seconds it is given. Entered before the caller
+        reads or creates the job, so that a finish in between cannot be missed. With a listener (the
+        web process's, common/notify.py) it shares the process's one subscription; else it has its own."""
         if self.listener is None:
             with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 pubsub.subscribe(self.channel(job_id))
-                yield lambda timeout_s: pubsub.get_message(timeout=timeout_s)
+                yield lambda timeout_s: (pubsub.get_message(timeout=timeout_s) or {}).get("data")
             return
-        with self.listener.waiting(self.channel(job_id)) as done:
-            def watch(timeout_s: float) -> None:
-                done.wait(timeout_s)
-                done.clear()  # before the caller reads: a message after this ends its next wait
-            yield watch
+        with self.listener.waiting(self.channel(job_id)) as mailbox:
+            yield mailbox.take
 
     def wait(self, job_id: str, timeout_s: float, watch: Watch | None = None) -> Job | None:
-        """Long poll: the job once it is finished, or as it stands when `timeout_s` runs out. With
-        `watch`, the caller's (see `watching`) on a job it has just created with images to classify:
-        unfinished for certain, it is not read before the first wait (a round trip fewer)."""
+        """Long poll: the job once it is finished (as its "done" message carries it: no read), or as
+        it stands when `timeout_s` runs out. With `watch`, the caller's (see `watching`) on a job it
+        has just created with images to classify: unfinished for certain, it is not read before the
+        first wait (a round trip fewer)."""
         deadline = time.monotonic() + timeout_s
         with nullcontext(watch) if watch else self.watching(job_id) as waiting:
             if watch is None:
@@ -419,7 +432,7 @@ class JobStore:
                 if job is None or job.finished:
                     return job
             while True:  # a "done" message, a re-check every RECHECK_S (one may be lost), or the deadline
-                waiting(max(0.0, min(deadline - time.monotonic(), RECHECK_S)))
-                job = self.get(job_id)
+                message = waiting(max(0.0, min(deadline - time.monotonic(), RECHECK_S)))
+                job = (message and self._published(job_id, message)) or self.get(job_id)
                 if job is None or job.finished or time.monotonic() >= deadline:
                     return job

@@ -3,9 +3,10 @@
 redis-py's PubSub closes its connection when a poll ends (the connection is left subscribed
 otherwise), so a subscription per long poll costs a new connection, handshake included, for every
 poll: a large share of a web process's work for one-photo jobs (issue 14). Here one connection
-per process listens to the pattern of every job's channel (one message per finished job) and wakes
-the polls waiting on that job. A message lost while Redis restarts costs at most RECHECK_S: each
-poll reads its job again that often, and every poll is woken when the subscription comes back.
+per process listens to the pattern of every job's channel (one message per finished job, carrying
+its record) and hands the message to the polls waiting on that job. A message lost while Redis
+restarts costs at most RECHECK_S: each poll reads its job again that often, and every poll is woken
+(with no message: it reads its job) when the subscription comes back.
 """
 from __future__ import annotations
 
@@ -21,31 +22,51 @@ RECHECK_S = 5.0
 log = logging.getLogger(__name__)
 
 
+class Mailbox:
+    """Where the listener leaves one waiter's message."""
+
+    def __init__(self):
+        self._arrived = threading.Event()
+        self._message: bytes | None = None
+
+    def put(self, message: bytes | None) -> None:
+        """`message`: the channel's; None wakes the waiter to read for itself."""
+        self._message = message
+        self._arrived.set()
+
+    def take(self, timeout_s: float) -> bytes | None:
+        """Waits up to `timeout_s` for a message; the message, or None (none came, or a bare wake)."""
+        self._arrived.wait(timeout_s)
+        self._arrived.clear()  # before the message is taken: one put after this ends the next wait
+        message, self._message = self._message, None
+        return message
+
+
 class DoneListener:
-    """Wakes the waiters of a channel that matches `pattern` when it gets a message. Its thread
+    """Hands a message on a channel that matches `pattern` to the channel's waiters. Its thread
     starts on first use, so a process that forks after making it (gunicorn) listens in the child."""
 
     def __init__(self, redis: Redis, pattern: str):
         self.redis, self.pattern = redis, pattern
-        self._waiters: dict[bytes, set[threading.Event]] = {}
+        self._waiters: dict[bytes, set[Mailbox]] = {}
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def waiting(self, channel: str) -> Iterator[threading.Event]:
-        """An event set when `channel` gets a message (or the subscription came back). Registered
-        before the caller reads its job, so that a finish in between cannot be missed."""
+    def waiting(self, channel: str) -> Iterator[Mailbox]:
+        """A mailbox for `channel`'s messages (and the wakes when the subscription comes back).
+        Registered before the caller reads its job, so that a finish in between cannot be missed."""
         self._start()
-        event, key = threading.Event(), channel.encode()
+        mailbox, key = Mailbox(), channel.encode()
         with self._lock:
-            self._waiters.setdefault(key, set()).add(event)
+            self._waiters.setdefault(key, set()).add(mailbox)
         try:
-            yield event
+            yield mailbox
         finally:
             with self._lock:
                 waiters = self._waiters.get(key, set())
-                waiters.discard(event)
+                waiters.discard(mailbox)
                 if not waiters:
                     self._waiters.pop(key, None)
 
@@ -81,12 +102,12 @@ class DoneListener:
                     self._subscribed.set()
                     self._wake(None)
                 elif message["type"] == "pmessage":
-                    self._wake({message["channel"]})
+                    self._wake(message["channel"], message["data"])
 
-    def _wake(self, channels: set[bytes] | None) -> None:
-        """Sets the events of the waiters on `channels` (None: on every channel)."""
+    def _wake(self, channel: bytes | None, message: bytes | None = None) -> None:
+        """Hands `message` to the waiters on `channel` (None: wakes every waiter, with no message)."""
         with self._lock:
-            chosen = self._waiters.keys() if channels is None else channels
-            events = [event for channel in chosen for event in self._waiters.get(channel, ())]
-        for event in events:
-            event.set()
+            chosen = self._waiters.keys() if channel is None else [channel]
+            mailboxes = [mailbox for key in chosen for mailbox in self._waiters.get(key, ())]
+        for mailbox in mailboxes:
+            mailbox.put(message)

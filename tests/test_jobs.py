@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from common.chunks import PENDING, ChunkScheduler
-from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, success
+from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, now_iso, success
 
 PREDICTION = {"top3": [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3, "confident": False}
 MODEL = {"name": "m", "version": "1"}
@@ -100,17 +100,34 @@ def test_wait_returns_the_job_as_it_stands_on_timeout(store):
 @pytest.mark.parametrize("shared", [False, True], ids=["own subscription", "shared subscription"])
 def test_a_job_watched_before_it_exists_is_waited_on_without_a_first_read(redis_server, settings, shared):
     """POST ?wait and /predict watch a new job before creating it, then wait without reading it
-    first: a job that finishes in between ends the wait at once all the same."""
+    first: a job that finishes in between ends the wait at once all the same, and the web's
+    shared subscription answers with the record the "done" message carries, read nowhere else."""
     store = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=shared)
     job_id = str(uuid.uuid4())
     with store.watching(job_id) as watch:
         new = JobStore(Redis.from_url(redis_server.url), ttl_s=60)  # the store's own reads are counted below
-        new.create(job_id, ["0.jpg"], {0: b"bytes"}, {})
+        new.create(job_id, ["0.jpg", "1.jpg"], {0: b"bytes"}, {1: failure("empty_file", "no bytes")})
         new.finish(job_id, {0: success(PREDICTION)}, MODEL)
         reads, began = count_reads(store), time.monotonic()
         job = store.wait(job_id, timeout_s=4, watch=watch)
-    assert job.finished and reads == [job_id]
     assert time.monotonic() - began < 3  # woken by the message, not by the 4 s timeout (nor the 5 s re-read)
+    assert job.finished and job == new.get(job_id)
+    if shared:
+        assert reads == []
+    else:  # its own subscription's first message is the confirmation, after which it reads
+        assert reads in ([], [job_id])
+
+
+def test_a_done_message_without_the_record_makes_the_poll_read_the_job(redis_server, settings):
+    """Workers of an earlier version publish just "done" (a rolling upgrade): the poll reads the job."""
+    store = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=True)
+    job_id = new_job(store, total=1)
+    with store.watching(job_id) as watch:
+        store.redis.hset(store.key(job_id), "finished_at", now_iso())  # closed as such a worker closes it
+        store.redis.publish(store.channel(job_id), "done")
+        reads, began = count_reads(store), time.monotonic()
+        job = store.wait(job_id, timeout_s=4, watch=watch)
+    assert job.finished and reads == [job_id] and time.monotonic() - began < 3
 
 
 def count_reads(store: JobStore) -> list[str]:
