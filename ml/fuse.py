@@ -26,7 +26,6 @@ import onnx
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
-from onnx import numpy_helper
 from torch import nn
 
 from common.model_card import load_card
@@ -34,36 +33,10 @@ from common.preprocess import Preprocessing
 from ml.calibrate import calibrate
 from ml.evaluate import record_metrics
 from ml.export import check_parity, export_onnx, quantize, sample_inputs, write_card
-from ml.model import build_model
+from ml.model import build_model, load_folded
 from ml.probe import best_probe, imagenet_backbone
-from ml.wise import weight_names
 
 SHARED_BLOCKS = 5  # the stem and blocks frozen during fine-tuning (the card's recipe: frozen_blocks)
-
-
-def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """Each convolution with the batch norm after it, in the order the network runs them."""
-    modules = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-    return list(zip(modules[::2], modules[1::2]))
-
-
-def load_folded(model: nn.Module, path: str) -> nn.Module:
-    """Loads an exported Lite0's folded weights: each conv takes the folded kernel and its batch
-    norm becomes `x + bias` (unit scale, zero mean, variance 1 - eps)."""
-    graph = onnx.load(path)
-    arrays = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.graph.initializer}
-    names = weight_names(graph)
-    pairs = conv_bn_pairs(model)
-    if len(names) != 2 * len(pairs) + 2:
-        raise SystemExit(f"{path}: {len(names)} weights for {len(pairs)} convolutions and a head")
-    with torch.no_grad():
-        for (conv, bn), weight, bias in zip(pairs, names[0::2], names[1::2]):
-            conv.weight.copy_(arrays[weight])
-            bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps)
-            bn.bias.copy_(arrays[bias])
-        model._fc.weight.copy_(arrays[names[-2]])
-        model._fc.bias.copy_(arrays[names[-1]])
-    return model.eval()
 
 
 def trunk(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

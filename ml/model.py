@@ -8,9 +8,13 @@ for machines that can download its weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,36 @@ class WithSoftmax(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(images), dim=1)
+
+
+def weight_names(model: onnx.ModelProto) -> list[str]:
+    """Initializer names of every Conv and Gemm of an exported network (weight, then bias), in graph order."""
+    return [name for node in model.graph.node if node.op_type in ("Conv", "Gemm") for name in node.input[1:]]
+
+
+def conv_bn_pairs(model: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+    """Each convolution with the batch norm after it, in the order the network runs them."""
+    modules = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    return list(zip(modules[::2], modules[1::2]))
+
+
+def load_folded(model: nn.Module, path: str) -> nn.Module:
+    """Loads an exported Lite0's folded weights: each conv takes the folded kernel and its batch
+    norm becomes `x + bias` (unit scale, zero mean, variance 1 - eps)."""
+    import onnx  # only here: training from ImageNet weights needs no ONNX
+    from onnx import numpy_helper
+
+    graph = onnx.load(path)
+    arrays = {i.name: torch.from_numpy(numpy_helper.to_array(i).copy()) for i in graph.graph.initializer}
+    names = weight_names(graph)
+    pairs = conv_bn_pairs(model)
+    if len(names) != 2 * len(pairs) + 2:
+        raise SystemExit(f"{path}: {len(names)} weights for {len(pairs)} convolutions and a head")
+    with torch.no_grad():
+        for (conv, bn), weight, bias in zip(pairs, names[0::2], names[1::2]):
+            conv.weight.copy_(arrays[weight])
+            bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps)
+            bn.bias.copy_(arrays[bias])
+        model._fc.weight.copy_(arrays[names[-2]])
+        model._fc.bias.copy_(arrays[names[-1]])
+    return model.eval()

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from common.preprocess import Preprocessing
 from ml.data import ExtraImages, ServedImages, TrainImages, class_weights, read_classes, train_transform
-from ml.model import ARCHITECTURES, build_model, freeze, set_train_mode
+from ml.model import ARCHITECTURES, build_model, freeze, load_folded, set_train_mode
 from ml.plots import plot_curves
 
 
@@ -162,7 +162,6 @@ def train(cfg: Config) -> dict:
 
     model = build_model(cfg.arch, len(classes), cfg.dropout, cfg.pretrained and not cfg.init)
     if cfg.init:
-        from ml.fuse import load_folded  # onnx is needed only here
         load_folded(model, cfg.init).train()
     freeze(model, cfg.frozen_blocks)
     # use_buffers: the average carries batch-norm statistics too, so it can be validated as is.

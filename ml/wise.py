@@ -29,15 +29,10 @@ from common.model_card import load_card
 from common.preprocess import Preprocessing, preprocess
 from ml.data import MAX_PIXELS, folder_samples
 from ml.export import export_onnx
-from ml.model import WithSoftmax
+from ml.model import WithSoftmax, weight_names
 from ml.probe import best_probe, imagenet_backbone, top13
 
 FROZEN_CONVS = 1 + 2 + 3 * 4  # the stem, block 0 (depthwise + project), blocks 1-4 (expand, depthwise, project)
-
-
-def weight_names(model: onnx.ModelProto) -> list[str]:
-    """Initializer names of every Conv and Gemm (weight, then bias), in graph order."""
-    return [name for node in model.graph.node if node.op_type in ("Conv", "Gemm") for name in node.input[1:]]
 
 
 def imagenet_graph(head: torch.nn.Linear, size: int) -> onnx.ModelProto:

@@ -14,8 +14,8 @@ from common.preprocess import Preprocessing
 from common.settings import REPO
 from harness import DATA
 from ml import export
-from ml.fuse import Fused, load_folded
-from ml.model import WithSoftmax, build_model
+from ml.fuse import Fused
+from ml.model import WithSoftmax, build_model, load_folded
 from ml.probe import exported_backbone, fit_probe, imagenet_backbone, log_probs, pooled, pooled_session, top13
 from ml.wise import imagenet_graph, interpolated, paired_weights
 
