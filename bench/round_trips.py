@@ -1,7 +1,8 @@
 """Redis round trips the web app makes for one lone photo, submitted with `POST /api/v1/jobs?wait=30`
 (the submission and its wait in one exchange), counted per request: each command or pipeline the
 app's Redis client sends is one. A real Redis and a real worker; the app runs in this process (its
-test client), so only its own round trips are counted, not the worker's.
+test client), so only its own round trips are counted, not the worker's. The rate limit is off
+and there is no canary: each would add its own round trip.
 
     python -m bench.round_trips [JOBS]
 """

@@ -4,8 +4,9 @@ One job is a Redis hash `job:<id>`: field `meta` (JSON: created_at, total, filen
 image index (JSON: status, top3, error), `final` (how many images have a final status), `model` (the
 model routed to, then the one that classified it) and `finished_at`. Each accepted image's bytes wait under
 `job:<id>:image:<i>` until a worker is done with it. Everything expires `ttl` seconds after it was
-last written. When the last image becomes final, a message on `job:<id>:done` carrying the closed
-record wakes the clients that long-poll. The chunks of a job that wait for a worker are the scheduler's (common/chunks.py).
+last written. When the last image becomes final, a message on `job:<id>:done` (carrying the closed
+record, unless it is large) wakes the clients that long-poll. The chunks of a job that wait for a
+worker are the scheduler's (common/chunks.py).
 """
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ from common.webhooks import ON_CLOSE, PENDING_CALLBACKS, new_callback
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 IMAGE_STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 JOB_STATUSES = (QUEUED, RUNNING, DONE)
-# Waits, at most the seconds it is given, for one job's "done" message; returns it, if one came
-# (JobStore.watching).
+# Waits, at most the seconds it is given, for one job's "done" message; returns it, or None if none
+# came, or on a wake that carries none (JobStore.watching).
 Watch = Callable[[float], bytes | None]
+# A finished job's record up to this size rides on its "done" message (about 20 images' worth).
+PUBLISHED_BYTES = 8192
 
 # Marks images running unless they are already further along (a redelivered task must not move a
 # finished image back), and counts how often this chunk (named by its first image) has been
@@ -71,15 +74,17 @@ return reply
 
 # After `newly` more images of job KEYS[1] became final: the last one closes the job (finished_at
 # ARGV[1]) and wakes the long polls on channel KEYS[2] with the record, closed (HGETALL, as JSON:
-# they answer from it without reading it again); the record lives ARGV[3] seconds more.
+# they answer from it without reading it again), or with just "done" if the record is over
+# PUBLISHED_BYTES (every web process hears every job's message); the record lives ARGV[3] s more.
 # Returns the count, the job's total, when it was created (for the metrics: see Written) and 1 if
 # the job closed with a callback due (see common/webhooks.py), else 0.
-_COUNT_FINAL = """
+_COUNT_FINAL = f"""
 local final, hook = redis.call('HINCRBY', KEYS[1], 'final', newly), 0
 local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
 if final == total then
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[1])
-  redis.call('PUBLISH', KEYS[2], cjson.encode(redis.call('HGETALL', KEYS[1])))
+  local record = cjson.encode(redis.call('HGETALL', KEYS[1]))
+  redis.call('PUBLISH', KEYS[2], #record <= {PUBLISHED_BYTES} and record or 'done')
 """ + ON_CLOSE + """
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -399,19 +404,21 @@ class JobStore:
 
     def _published(self, job_id: str, message: bytes) -> Job | None:
         """The closed job a "done" message carries (see _COUNT_FINAL); None if it carries none (a
-        worker of an earlier version sends just "done")."""
+        record too large to send, or a worker of an earlier version: just "done")."""
         try:
             items = json.loads(message)
-        except ValueError:
+        except (ValueError, TypeError):
             return None
         return self._job(job_id, dict(zip(items[0::2], items[1::2]))) if isinstance(items, list) else None
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[Watch]:
         """While the block runs, a Watch: a call that returns the job's "done" message (its closed
-        record) once it comes, or None after the seconds it is given. Entered before the caller
-        reads or creates the job, so that a finish in between cannot be missed. With a listener (the
-        web process's, common/notify.py) it shares the process's one subscription; else it has its own."""
+        record, or just "done") once it comes, or None after the seconds it is given or on a wake
+        that carries no message (a subscription starting or coming back: the caller reads the job).
+        Entered before the caller reads or creates the job, so that a finish in between cannot be
+        missed. With a listener (the web process's, common/notify.py) it shares the process's one
+        subscription; else it has its own."""
         if self.listener is None:
             with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
                 pubsub.subscribe(self.channel(job_id))

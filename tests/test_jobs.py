@@ -10,7 +10,9 @@ import pytest
 from redis import Redis
 
 from common.chunks import PENDING, ChunkScheduler
-from common.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore, failure, now_iso, success
+from common.jobs import (CANCELLED, DONE, FAILED, PUBLISHED_BYTES, QUEUED, RUNNING, JobStore, failure, now_iso,
+                         success)
+from harness import wait_for
 
 PREDICTION = {"top3": [{"label": "a", "display_name": "A", "confidence": 0.5}] * 3, "confident": False}
 MODEL = {"name": "m", "version": "1"}
@@ -100,9 +102,11 @@ def test_wait_returns_the_job_as_it_stands_on_timeout(store):
 @pytest.mark.parametrize("shared", [False, True], ids=["own subscription", "shared subscription"])
 def test_a_job_watched_before_it_exists_is_waited_on_without_a_first_read(redis_server, settings, shared):
     """POST ?wait and /predict watch a new job before creating it, then wait without reading it
-    first: a job that finishes in between ends the wait at once all the same, and the web's
-    shared subscription answers with the record the "done" message carries, read nowhere else."""
+    first: a job that finishes in between ends the wait at once all the same, answered with the
+    record its "done" message carries (equal to a read)."""
     store = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=shared)
+    if shared:
+        listening(store)
     job_id = str(uuid.uuid4())
     with store.watching(job_id) as watch:
         new = JobStore(Redis.from_url(redis_server.url), ttl_s=60)  # the store's own reads are counted below
@@ -118,9 +122,24 @@ def test_a_job_watched_before_it_exists_is_waited_on_without_a_first_read(redis_
         assert reads in ([], [job_id])
 
 
+def test_a_large_job_is_announced_without_its_record_and_read(redis_server, settings):
+    """Every web process hears every job's message: a record over PUBLISHED_BYTES stays home."""
+    store = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=True)
+    listening(store)
+    job_id, total = str(uuid.uuid4()), 64
+    with store.watching(job_id) as watch:
+        store.create(job_id, [f"photo-{i}.jpg" for i in range(total)], {i: b"bytes" for i in range(total)}, {})
+        store.finish(job_id, {i: success(PREDICTION) for i in range(total)}, MODEL)
+        reads = count_reads(store)
+        job = store.wait(job_id, timeout_s=4, watch=watch)
+    assert job.finished and reads == [job_id]
+    assert sum(len(k) + len(v) for k, v in store.redis.hgetall(store.key(job_id)).items()) > PUBLISHED_BYTES
+
+
 def test_a_done_message_without_the_record_makes_the_poll_read_the_job(redis_server, settings):
     """Workers of an earlier version publish just "done" (a rolling upgrade): the poll reads the job."""
     store = JobStore.for_settings(Redis.from_url(redis_server.url), settings, shared_subscription=True)
+    listening(store)
     job_id = new_job(store, total=1)
     with store.watching(job_id) as watch:
         store.redis.hset(store.key(job_id), "finished_at", now_iso())  # closed as such a worker closes it
@@ -128,6 +147,14 @@ def test_a_done_message_without_the_record_makes_the_poll_read_the_job(redis_ser
         reads, began = count_reads(store), time.monotonic()
         job = store.wait(job_id, timeout_s=4, watch=watch)
     assert job.finished and reads == [job_id] and time.monotonic() - began < 3
+
+
+def listening(store: JobStore) -> None:
+    """Returns once the store's shared subscription hears messages (so that none of the test's is
+    missed, and no wake of its start reaches the test's watch)."""
+    channel = store.channel("listening")
+    with store.watching("listening") as watch:
+        wait_for(lambda: store.redis.publish(channel, "done") >= 0 and watch(0.2) is not None, 10, "the subscription")
 
 
 def count_reads(store: JobStore) -> list[str]:

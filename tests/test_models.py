@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from redis import Redis
@@ -22,7 +26,7 @@ from common.registry import entry, registry, served_models
 from common.routing import Routing, Split
 from common.settings import REPO, Settings
 from harness import RedisServer, Worker, serve, valid_images, wait_for
-from webapp import create_app
+from webapp import create_app, models
 
 SERVED, OTHER = DEFAULT_MODEL, "sports100-lite0-int8@1.0.0"  # the shipped model and the one it replaced
 KEY = {"X-API-Key": "k3y"}
@@ -143,6 +147,27 @@ def test_a_canary_takes_a_share_then_promotion_and_rollback_apply_without_a_rest
     assert other_process.get("/api/v1/model").get_json()["name"] == "sports100-lite0-int8"
     assert patch(web, {"active": SERVED}).status_code == 200  # roll back
     assert {model_of(finished(web, submit(other_process, 1, start=i))) for i in range(5)} == {SERVED}
+
+
+def test_a_routing_change_reaches_a_submission_still_uploading(web, stack):
+    """The guard reads the routing before the body arrives; a body that took longer than a moment
+    is routed by the routing in force once it has arrived."""
+    path, _ = valid_images(1)[0]
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n\r\n"
+            + path.read_bytes() + b"\r\n--b--\r\n")
+    head = (f"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY['X-API-Key']}\r\nConnection: close\r\n"
+            f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    for url in serve(create_app(stack)):
+        with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port)) as sock:
+            sock.sendall(head + body[:100])
+            time.sleep(0.5)  # the app has the headers: its guard has read the routing
+            assert patch(web, {"active": OTHER}).status_code == 200
+            time.sleep(models.ROUTING_FRESH_S + 0.5)
+            sock.sendall(body[100:])
+            answer = sock.makefile("rb").read()
+        assert answer.split(b" ", 2)[1] == b"202", answer[:300]
+        status_url = json.loads(answer.partition(b"\r\n\r\n")[2])["status_url"]
+        assert model_of(finished(web, status_url)) == OTHER
 
 
 def test_routing_changes_need_the_api_key(web, stack):

@@ -75,12 +75,12 @@ def found(job: Job | None, job_id: str) -> dict:
 def create_job(files_data, headers_data, query_data):
     wait, key = valid_wait(query_data["wait"]), idempotency.key_from_request()
     job = read_upload(current_app.extensions["settings"].max_images_per_job, callback=True)
-    # Watched from before it exists, so a finish right after the create cannot be missed.
-    with current_app.extensions["jobs"].watching(job.job_id) if wait else nullcontext() as watch:
+    # Watched from before it exists, so a finish right after the create cannot be missed (a job
+    # with no images to classify is finished once created: it is read).
+    with current_app.extensions["jobs"].watching(job.job_id) if wait and job.images else nullcontext() as watch:
         first = submit(job, key)
         job_id, total = (first["job_id"], first["total"]) if first else (job.job_id, len(job.filenames))
-        created = watch if job.images and not first else None  # else read it: it is another, or already done
-        finished = finished_within(job_id, wait, created) if wait else None
+        finished = finished_within(job_id, wait, None if first else watch) if wait else None  # first: another job
     status_url = url_for("api.get_job", job_id=job_id)
     headers = {"Location": status_url} | ({idempotency.REPLAYED_HEADER: "true"} if first else {})
     if finished is not None:  # a Response, as is: @bp.output's schema (JobAccepted) is the 202's

@@ -82,6 +82,7 @@ def _check_backlog() -> None:
             pipe.info("memory")
         answers = pipe.execute()
     g.routing = routing.parse(answers[2 * len(models)], current_app.extensions["routing"])  # see models.current
+    g.routing_read_at = time.monotonic()
     depth = sum(answers[:2 * len(models)])
     used, limit = standing or _redis_memory(answers[-1])
     if depth >= settings.max_queue_depth or used >= limit:

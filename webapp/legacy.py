@@ -2,6 +2,8 @@
 like any other underneath, waited on here for a bounded time."""
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 from apiflask import APIBlueprint
 from flask import current_app, url_for
 
@@ -38,9 +40,9 @@ def predict(files_data, query_data):
     jobs = current_app.extensions["jobs"]
     with long_poll_slot(settings.predict_timeout_s):  # it waits as a long poll does, so it counts as one
         job = read_upload(max_files=1)
-        with jobs.watching(job.job_id) as watch:  # from before it exists (see JobStore.wait)
+        with jobs.watching(job.job_id) if job.images else nullcontext() as watch:  # see JobStore.wait
             submit(job)
-            job_now = jobs.wait(job.job_id, settings.predict_timeout_s, watch if job.images else None)
+            job_now = jobs.wait(job.job_id, settings.predict_timeout_s, watch)
     if job_now is None:  # evicted or flushed from Redis while we waited
         fail(ErrorCode.JOB_LOST, "the job was lost from the job store; send the image again")
     result = job_now.images[0]

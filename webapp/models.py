@@ -4,6 +4,7 @@ PATCH /api/v1/models/routing, which changes the routing for every web process at
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import replace
 
 from apiflask import APIBlueprint, APIFlask
@@ -20,6 +21,7 @@ from webapp.guards import admin
 from webapp.openapi import errors
 
 bp = APIBlueprint("models", __name__, url_prefix="/api/v1", tag="Models")
+ROUTING_FRESH_S = 1.0
 
 
 def init_app(app: APIFlask) -> None:
@@ -39,10 +41,12 @@ def routing_models(r: Routing) -> list[str]:
 
 
 def current() -> Routing:
-    """The routing in force now, read from Redis once per request (so a change reaches every web
-    process at once); a submission's guard reads it with the backlog, in the same round trip."""
-    if "routing" not in g:
+    """The routing in force now, read from Redis (so a change reaches every web process at once):
+    a submission's guard reads it with the backlog, in the same round trip, and it is read again
+    here only if that reading is older than ROUTING_FRESH_S (an upload that took its time)."""
+    if "routing" not in g or time.monotonic() - g.routing_read_at > ROUTING_FRESH_S:
         g.routing = routing.load(current_app.extensions["redis"], current_app.extensions["routing"])
+        g.routing_read_at = time.monotonic()
     return g.routing
 
 
