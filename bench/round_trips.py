@@ -13,6 +13,8 @@ import statistics
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from redis.connection import AbstractConnection
@@ -22,29 +24,39 @@ from harness import RedisServer, Worker, stopped_on_exit, valid_images
 from webapp import create_app
 
 
-def count_sends(counts: Counter) -> None:
-    """Counts every command or pipeline any Redis client in this process sends."""
-    send = AbstractConnection.send_packed_command
+@contextmanager
+def counting_sends() -> Iterator[Counter]:
+    """Counts every command or pipeline any Redis client in this process sends, while the block runs."""
+    counts, send = Counter(), AbstractConnection.send_packed_command
 
     def counted(self, command, check_health=True):
         counts["sent"] += 1
         return send(self, command, check_health)
     AbstractConnection.send_packed_command = counted
+    try:
+        yield counts
+    finally:
+        AbstractConnection.send_packed_command = send
 
 
 def measure(jobs: int, directory: Path) -> list[int]:
+    """Round trips of each of `jobs` lone photos (after one more, which also connects and subscribes)."""
     redis_server = RedisServer(directory / "redis").start()
     settings = Settings.from_env(redis_url=redis_server.url, rate_limit="", worker_processes=1)
-    Worker(settings, directory / "worker.log").start()
-    client, counts = create_app(settings).test_client(), Counter()
-    count_sends(counts)
-    per_job = []
-    for path, _ in valid_images(jobs + 1):
-        before = counts["sent"]
-        response = client.post("/api/v1/jobs?wait=30", data={"file": (io.BytesIO(path.read_bytes()), path.name)})
-        assert response.status_code == 200, response.get_json()
-        per_job.append(counts["sent"] - before)
-    return per_job[1:]  # the first also connects and subscribes
+    worker = Worker(settings, directory / "worker.log").start()
+    client, per_job = create_app(settings).test_client(), []
+    try:
+        with counting_sends() as counts:
+            for path, _ in valid_images(jobs + 1):
+                before = counts["sent"]
+                response = client.post("/api/v1/jobs?wait=30",
+                                       data={"file": (io.BytesIO(path.read_bytes()), path.name)})
+                assert response.status_code == 200, response.get_json()
+                per_job.append(counts["sent"] - before)
+    finally:
+        worker.stop()
+        redis_server.stop()
+    return per_job[1:]
 
 
 def main() -> None:

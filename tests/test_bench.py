@@ -7,6 +7,7 @@ import json
 import signal
 
 from bench.heavy import main as heavy_main
+from bench.round_trips import measure as round_trips
 from bench.run import main
 from bench.versus import main as versus_main
 
@@ -48,3 +49,10 @@ def test_the_interleaved_comparison_with_the_peer_runs_every_round_without_failu
         (1, 2, 0, 0), (4, 2, 0, 0), (16, 2, 0, 0)]
     assert [r["service"]["images"] for r in results["large_rounds"]] == [16, 16]  # one 16-image job a round
     assert results["large"]["failures"] == 0 and all(r["ceiling_images_per_s"] > 0 for r in results["large_rounds"])
+
+
+def test_the_round_trip_count_counts_each_lone_photo(tmp_path):
+    """`python -m bench.round_trips`: each lone photo's POST ?wait is answered done and talks to Redis."""
+    per_job = round_trips(3, tmp_path)
+    assert len(per_job) == 3 and all(count >= 1 for count in per_job)
+
