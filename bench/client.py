@@ -8,7 +8,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import urljoin
 
 import numpy as np
@@ -43,6 +43,12 @@ class LoadResult:
                 "images_per_s": self.images / self.wall_s if self.wall_s else 0.0,
                 "p50_ms": float(pct[0]), "p95_ms": float(pct[1]), "p99_ms": float(pct[2]),
                 "errors": sorted(set(self.errors))[:5]}
+
+
+def tally(summaries: Iterable[dict]) -> dict[str, int]:
+    """Failed requests, connection resets and 5xx answers over several phases' summaries."""
+    summaries = list(summaries)
+    return {key: sum(s[key] for s in summaries) for key in ("failures", "resets", "server_errors")}
 
 
 def run_load(work: list[list[Photo]], clients: int, send: Send) -> LoadResult:

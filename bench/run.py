@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench import report
 from bench.ceiling import measure_ceiling
+from bench.client import tally
 from bench.images import large_jpeg, load_photos
 from bench.memory import PeakRss
 from bench.phases import run_baseline, run_peer, run_service
@@ -151,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = measure(args, plan, fresh_log_dir())
     loads = [measured["baseline"], *measured["peer"], *measured["service"], *measured["scaling"]]
     results = {"machine": machine, "settings": settings(args, plan),
-               "duration_s": time.monotonic() - started, "failures": sum(s["failures"] for s in loads),
-               "resets": sum(s["resets"] for s in loads), "server_errors": sum(s["server_errors"] for s in loads),
+               "duration_s": time.monotonic() - started, **tally(loads),
                "ratios": ratios(measured["ceiling"], measured["baseline"], measured["service"], args.model)
                | peer_ratios(measured["peer"], measured["service"])} | measured
     print("\n" + report.write(results, args.out))

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from bench.ceiling import images_per_second, load_classifier
-from bench.client import peer_predict, run_load, submit_and_wait
+from bench.client import peer_predict, run_load, submit_and_wait, tally
 from bench.images import batches, load_photos
 from bench.phases import warm_up
 from bench.run import fresh_log_dir, machine_info
@@ -70,9 +70,7 @@ def summary(measured: list[dict]) -> list[dict]:
         ratios, p50s = [r["throughput_ratio"] for r in mine], [r["p50_ratio"] for r in mine]
         rows.append({"clients": clients, "rounds": len(mine), "median_throughput_ratio": statistics.median(ratios),
                      "min": min(ratios), "max": max(ratios), "median_p50_ratio": statistics.median(p50s),
-                     "failures": sum(r[side]["failures"] for r in mine for side in ("peer", "service")),
-                     "resets": sum(r[side]["resets"] for r in mine for side in ("peer", "service")),
-                     "server_errors": sum(r[side]["server_errors"] for r in mine for side in ("peer", "service"))})
+                     **tally(r[side] for r in mine for side in ("peer", "service"))})
     return rows
 
 
@@ -81,8 +79,7 @@ def large_summary(large: list[dict]) -> dict:
     peer, ceiling = [r["peer_ratio"] for r in large], [r["ceiling_ratio"] for r in large]
     return {"rounds": len(large), "median_peer_ratio": statistics.median(peer), "peer_range": [min(peer), max(peer)],
             "median_ceiling_ratio": statistics.median(ceiling), "ceiling_range": [min(ceiling), max(ceiling)],
-            "failures": sum(r["service"]["failures"] for r in large), "resets": sum(r["service"]["resets"] for r in large),
-            "server_errors": sum(r["service"]["server_errors"] for r in large)}
+            **tally(r["service"] for r in large)}
 
 
 def table(rows: list[dict], large: dict) -> str:
