@@ -3,9 +3,11 @@ interleaved rounds.
 
 This machine's speed drifts within a minute (bench/RESULTS.md), so phases measured a minute apart,
 as `bench.run` measures the peer and then the service, can swing a ratio by half. Here both run
-side by side (the idle one costs nothing) and each round measures, at every client count, the
-peer and the service back to back (the order alternating by round); then 16-image jobs from 16
-clients, and the ceiling (decode + inference in this process, batches of 16) just after. Each
+side by side and each round measures, at every client count, the peer and the service back to
+back (the order alternating by round); then 16-image jobs from 16 clients, and the ceiling (decode
++ inference in this process, batches of 16) just after. The peer is paused (SIGSTOP) whenever it
+is not the one measured: idle, it still takes a quarter of a core, where the idle service takes
+next to nothing (bench/RESULTS.md). Each
 round's ratios, and their medians over the rounds, are what to read. The exit status is 1 if any
 request failed.
 
@@ -14,6 +16,7 @@ request failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -31,11 +34,12 @@ from harness import stopped_on_exit
 CLIENTS = (1, 4, 16)
 
 
-def rounds(peer_url: str, service_url: str, photos: list, count: int, images: int, model: str) -> tuple[list, list]:
+def rounds(peer: OneServer, service_url: str, photos: list, count: int, images: int, model: str) -> tuple[list, list]:
     """Each round: at each client count, the peer and the service (the order alternating by
     round), one image per request or job; then the service's 16-image jobs from 16 clients, and
     the ceiling, against the round's peer at 16 clients."""
-    sends = {"peer": peer_predict(peer_url), "service": submit_and_wait(service_url)}
+    sends = {"peer": peer_predict(peer.url), "service": submit_and_wait(service_url)}
+    alone = {"peer": contextlib.nullcontext, "service": peer.process.paused}
     classifier = load_classifier(model)
     measured, large = [], []
     for number in range(count):
@@ -43,15 +47,17 @@ def rounds(peer_url: str, service_url: str, photos: list, count: int, images: in
         for clients in CLIENTS:
             row = {"round": number + 1, "clients": clients}
             for side in order:
-                row[side] = run_load(batches(photos, 1, images), clients, sends[side]).summary()
+                with alone[side]():
+                    row[side] = run_load(batches(photos, 1, images), clients, sends[side]).summary()
             row["throughput_ratio"] = row["service"]["images_per_s"] / row["peer"]["images_per_s"]
             row["p50_ratio"] = row["service"]["p50_ms"] / row["peer"]["p50_ms"]
             print(f"  round {row['round']}, {clients:>2} clients: peer {row['peer']['images_per_s']:.1f} images/s "
                   f"(p50 {row['peer']['p50_ms']:.1f} ms), service {row['service']['images_per_s']:.1f} "
                   f"(p50 {row['service']['p50_ms']:.1f} ms): {row['throughput_ratio']:.2f}x", flush=True)
             measured.append(row)
-        jobs = run_load(batches(photos, 16, images), 16, sends["service"]).summary()
-        ceiling = images_per_second(classifier, photos, 16, images)
+        with peer.process.paused():
+            jobs = run_load(batches(photos, 16, images), 16, sends["service"]).summary()
+            ceiling = images_per_second(classifier, photos, 16, images)
         large.append({"round": number + 1, "service": jobs, "ceiling_images_per_s": ceiling,
                       "peer_ratio": jobs["images_per_s"] / measured[-1]["peer"]["images_per_s"],
                       "ceiling_ratio": jobs["images_per_s"] / ceiling})
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             ServiceStack(args.model, logs, settings.processes) as stack:
         warm_up(peer_predict(peer.url), photos, 2, size=1)
         warm_up(submit_and_wait(stack.url), photos, 2, size=1)
-        measured, large = rounds(peer.url, stack.url, photos, args.rounds, args.images, args.model)
+        measured, large = rounds(peer, stack.url, photos, args.rounds, args.images, args.model)
     rows, big = summary(measured), large_summary(large)
     print("\n" + table(rows, big))
     if args.out:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+
+import psutil
 
 from bench.heavy import main as heavy_main
 from bench.round_trips import measure as round_trips
 from bench.run import main
 from bench.versus import main as versus_main
+from harness import Service, wait_for
 
 
 def test_quick_bench_runs_every_phase_without_failures(tmp_path):
@@ -56,3 +60,23 @@ def test_the_round_trip_count_counts_each_lone_photo(tmp_path):
     per_job = round_trips(3, tmp_path)
     assert len(per_job) == 3 and all(count >= 1 for count in per_job)
 
+
+
+def test_a_paused_server_stops_with_its_children_and_runs_again_after(tmp_path):
+    """What bench.versus does to the peer while the service is measured: the whole process group
+    stopped for the block (an idle server takes no CPU from the one measured), running after."""
+    sleeper = Service("sleeper", tmp_path / "sleeper.log")
+    child = "import time; time.sleep(60)"
+    sleeper.launch([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"], {})
+    try:
+        parent = psutil.Process(sleeper.pid)
+        group = [parent, *wait_for(parent.children, 10, "the child process")]
+
+        def statuses() -> set[str]:
+            return {process.status() for process in group}
+
+        with sleeper.paused():
+            wait_for(lambda: statuses() == {psutil.STATUS_STOPPED}, 10, "both processes stopped")
+        wait_for(lambda: psutil.STATUS_STOPPED not in statuses(), 10, "both processes running again")
+    finally:
+        sleeper.stop()
