@@ -226,6 +226,18 @@ def test_callback_url_without_a_secret_or_on_predict_is_refused(web_client):
         assert response.status_code == status and response.get_json()["error"]["code"] == code
 
 
+def test_a_blank_callback_url_is_none(web_client):
+    """What a form sends for a field left empty (/docs's "Try it out" does): a job without a callback."""
+    (path, _), = valid_images(1)
+    for blank in ("", "  "):
+        response = web_client.post("/api/v1/jobs", data={"file": [(io.BytesIO(path.read_bytes()), path.name)],
+                                                         "callback_url": blank}, content_type="multipart/form-data")
+        assert response.status_code == 202, response.get_json()
+        job = web_client.get(response.get_json()["status_url"]).get_json()
+        assert job["callback"] is None
+        assert web_client.delete(response.get_json()["status_url"]).status_code == 200
+
+
 def test_a_job_closed_by_cancelling_calls_back(hook_settings, hook_client, receiver):
     """No worker holds these images (their chunk was never queued): the DELETE closes the job, and
     the web process queues the delivery."""

@@ -26,18 +26,21 @@ class ErrorOut(Schema):
 class UploadIn(Schema):
     file = List(File(), required=True, validate=Length(min=1),
                 metadata={"description": "one part per image (JPEG, PNG, GIF, WebP, BMP, ...)"})
+    # The optional callback_url's example is empty (with none, Swagger UI makes up a URL) and the
+    # Idempotency-Key has none: /docs's "Try it out" sends what it shows with every request (a
+    # callback this service may have no secret for, one key with other photos: a 409).
     callback_url = String(metadata={
-        "format": "uri", "example": examples.CALLBACK_URL,
-        "description": "optional: once the job is done the service POSTs its document (as `GET status_url` "
-                       "answers) here, signed with `X-Sportclf-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "
-                       "\"<t>.<body>\" with WEBHOOK_SECRET>`, retried with backoff; the outcome shows in the job's "
-                       "`callback`. http(s) only, to public addresses (unless WEBHOOK_ALLOW_PRIVATE); no redirect "
-                       "is followed"})
+        "format": "uri", "example": "",
+        "description": "optional (an empty value is none): once the job is done the service POSTs its document "
+                       "(as `GET status_url` answers) here, signed with `X-Sportclf-Signature: t=<unix time>,"
+                       "v1=<hex HMAC-SHA256 of \"<t>.<body>\" with WEBHOOK_SECRET>`, retried with backoff; the "
+                       "outcome shows in the job's `callback`. http(s) only, to public addresses (unless "
+                       "WEBHOOK_ALLOW_PRIVATE); no redirect is followed"})
 
 
 class IdempotencyHeader(Schema):
     idempotency_key = String(data_key="Idempotency-Key", metadata={
-        "example": examples.IDEMPOTENCY_KEY, "minLength": 1, "maxLength": 255,
+        "minLength": 1, "maxLength": 255,
         "description": "optional, 1-255 printable ASCII characters (a UUID): sending the same request again with "
                        "the same key, within the result TTL, answers the first job (same job_id, 202, with "
                        "`Idempotent-Replayed: true`) instead of making a second; the same key with other files, "
