@@ -106,6 +106,25 @@ def assert_thumbnail_shown(card: Locator) -> None:
 
 
 @SIZES
+def test_a_portrait_photo_keeps_the_thumbnail_size_of_the_others(browser, live_server, viewport, tmp_path):
+    """A tall photo among wide ones: every thumbnail is drawn at one size (the photo cropped to it),
+    so a tall one does not stretch its card and leave the rest of its row half empty."""
+    (path, _), = valid_images(1, start=5)
+    tall = tmp_path / "portrait.jpg"
+    with Image.open(path) as photo:
+        photo.crop((photo.width // 3, 0, 2 * photo.width // 3, photo.height)).resize((200, 600)).save(tall)
+    page = browser.new_page(viewport=viewport)
+    page.goto(live_server)
+    page.set_input_files("#file-input", [str(p) for p, _ in valid_images(2, start=3)] + [str(tall)])
+    expect(page.locator('.result-card[data-status="done"]')).to_have_count(3, timeout=30_000)
+    for card in page.locator(".result-card").all():
+        assert_thumbnail_shown(card)
+    sizes = {(round(box["width"]), round(box["height"]))
+             for box in (thumb.bounding_box() for thumb in page.locator(".result-card .thumb").all())}
+    assert len(sizes) == 1, sizes
+
+
+@SIZES
 def test_sample_photos_show_their_sports_times_and_the_models_accuracy(browser, live_server, app, viewport):
     page = browser.new_page(viewport=viewport)
     page.goto(live_server)
