@@ -263,6 +263,7 @@ function resultRows() {
     file: photo.name,
     status: photo.status,
     top3: photo.status === 'done' ? photo.result.top3 : [],
+    confident: photo.status === 'done' ? photo.result.confident ?? null : null,
     error: photo.status === 'failed' ? photo.error : null,
     seconds: photo.seconds == null ? null : Math.round(photo.seconds * 10) / 10,
   }));

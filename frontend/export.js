@@ -1,6 +1,8 @@
 // The results as files to download: CSV for spreadsheets, JSON for programs.
 
-const CSV_COLUMNS = ['file', 'status', 'top1', 'p1', 'top2', 'p2', 'top3', 'p3', 'error', 'seconds'];
+// The CLI's columns (sportclf/output.py), then the seconds each photo took.
+const CSV_COLUMNS = ['file', 'status', 'top1', 'p1', 'top2', 'p2', 'top3', 'p3', 'confident', 'error', 'seconds'];
+const CONFIDENT_TEXT = { true: 'yes', false: 'no' };
 
 function csvField(value) {
   const text = value == null ? '' : String(value);
@@ -10,7 +12,7 @@ function csvField(value) {
 function csvLine(row) {
   const top3 = row.top3.flatMap((p) => [p.display_name || p.label, p.confidence.toFixed(4)]);
   while (top3.length < 6) top3.push('');
-  return [row.file, row.status, ...top3, row.error, row.seconds].map(csvField).join(',');
+  return [row.file, row.status, ...top3, CONFIDENT_TEXT[row.confident], row.error, row.seconds].map(csvField).join(',');
 }
 
 function download(name, type, text) {
@@ -25,7 +27,7 @@ function download(name, type, text) {
   setTimeout(() => URL.revokeObjectURL(url));
 }
 
-// `rows`: [{file, status, top3: [{label, display_name, confidence}], error, seconds}]
+// `rows`: [{file, status, top3: [{label, display_name, confidence}], confident, error, seconds}]
 export function downloadCsv(rows) {
   const lines = [CSV_COLUMNS.join(','), ...rows.map(csvLine)];
   download('sport-results.csv', 'text/csv', `${lines.join('\r\n')}\r\n`);

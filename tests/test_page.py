@@ -172,11 +172,16 @@ def test_download_csv_and_json(browser, live_server, viewport):
     for row in rows:
         assert row["status"] == "done" and row["error"] == ""
         assert 1 >= float(row["p1"]) >= float(row["p2"]) >= float(row["p3"]) >= 0 and float(row["seconds"]) >= 0
+    cards = page.locator(".result-card")
+    sure = {cards.nth(i).get_attribute("data-filename"): "is-unsure" not in cards.nth(i).get_attribute("class")
+            for i in range(cards.count())}  # what the page shows: a plain answer, or "Not sure: maybe ..."
+    assert {row["file"]: row["confident"] for row in rows} == {name: "yes" if s else "no" for name, s in sure.items()}
     with page.expect_download() as json_download:
         page.get_by_role("button", name="Download JSON").click()
     results = json.loads(open(json_download.value.path()).read())
     assert {r["file"]: r["top3"][0]["display_name"] for r in results} == labels
     assert all(r["status"] == "done" and len(r["top3"]) == 3 and r["error"] is None for r in results)
+    assert {r["file"]: r["confident"] for r in results} == sure
 
 
 @SIZES
