@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 from tqdm import tqdm
@@ -37,12 +38,19 @@ class Cli(click.Group):
             ctx.exit(INTERRUPTED)
 
 
+def server_url(ctx: click.Context, param: click.Parameter, url: str) -> str:
+    """The service's URL, with its scheme: without one, requests can only say InvalidSchema."""
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise Fail(f"--server needs a URL that starts with http:// or https://, e.g. http://{url} (got {url})")
+    return url
+
+
 def service_options(command):
     command = click.option("--api-key", envvar="SPORTCLF_API_KEY", show_envvar=True, metavar="KEY",
                            help="Sent as X-API-Key, for a service that requires one "
                                 "(the variable keeps it out of the process list).")(command)
     return click.option("--server", default="http://localhost:8000", envvar="SPORTCLF_SERVER", show_default=True,
-                        show_envvar=True, metavar="URL", help="The service's base URL.")(command)
+                        show_envvar=True, metavar="URL", help="The service's base URL.", callback=server_url)(command)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
