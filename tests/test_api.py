@@ -157,7 +157,15 @@ def test_path_like_job_id_is_json_404(web_client):
 
 
 def test_unknown_route_is_json_404(web_client):
-    assert_error(web_client.get("/api/v1/nothing-here"), 404, "not_found")
+    body = assert_error(web_client.get("/api/v1/nothing-here"), 404, "not_found")
+    assert body["error"]["message"] == "nothing at /api/v1/nothing-here (GET /docs lists the API's URLs)"
+
+
+def test_a_wrong_method_says_which_the_url_takes(web_client):
+    response = web_client.put("/api/v1/jobs")
+    body = assert_error(response, 405, "method_not_allowed")
+    assert body["error"]["message"] == "/api/v1/jobs does not take PUT; it takes POST"
+    assert "POST" in response.headers["Allow"]
 
 
 def test_no_file_and_wrong_field(web_client):
@@ -179,7 +187,8 @@ def test_wait_is_bounded(web_client):
     (content, name, _), = photos(1)
     status_url = upload(web_client, [(content, name)]).get_json()["status_url"]
     assert_error(web_client.get(f"{status_url}?wait=31"), 422, "invalid_wait")
-    assert_error(web_client.get(f"{status_url}?wait=soon"), 422, "unprocessable_entity")
+    body = assert_error(web_client.get(f"{status_url}?wait=soon"), 422, "unprocessable_entity")
+    assert body["error"]["message"] == "invalid request: query parameter 'wait': Not a valid number."
 
 
 def test_classes(web_client, app):

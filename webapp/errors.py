@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import NoReturn
 
 from apiflask import APIFlask, HTTPError, abort
@@ -24,13 +25,42 @@ def fail(code: ErrorCode, message: str, headers: dict | None = None, **extra) ->
     abort(code.status, message, headers=headers, extra_data={"code": code, **extra})
 
 
+# Where webargs found a field that failed validation, as a client would name it.
+WHERE = {"query": "query parameter", "json": "field", "form": "form field", "files": "part", "headers": "header"}
+
+
 def error_body(error: HTTPError) -> tuple[dict, int, dict]:
     extra = dict(error.extra_data or {})
-    code = extra.pop("code", None) or ErrorCode.for_status(error.status_code)
-    message = error.message
-    if error.status_code == 422 and error.detail:  # schema validation: say which field and why
-        message = f"invalid request: {error.detail}"
-    return {"error": {"code": code, "message": message}, **extra}, error.status_code, error.headers
+    code = extra.pop("code", None)
+    message = error.message if code else generic_message(error)
+    return {"error": {"code": code or ErrorCode.for_status(error.status_code), "message": message}, **extra}, \
+        error.status_code, error.headers
+
+
+def generic_message(error: HTTPError) -> str:
+    """What an error raised without a code of ours (Werkzeug's routing, a schema) says: the
+    request's own part that was wrong, rather than the status's name."""
+    if error.status_code == 422 and error.detail:  # schema validation: which field, and why
+        return "invalid request: " + "; ".join(
+            f"{WHERE.get(location, location)} '{name}': {' '.join(map(str, problems))}"
+            for location, fields in error.detail.items() for name, problems in _flat(fields))
+    if error.message != HTTPStatus(error.status_code).phrase:  # someone's own words already
+        return error.message
+    if error.status_code == 405:
+        allowed = [m for m in (error.headers or {}).get("Allow", "").split(", ") if m not in ("", "HEAD", "OPTIONS")]
+        return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}"
+    if error.status_code == 404:
+        return f"nothing at {request.path} (GET /docs lists the API's URLs)"
+    return error.message
+
+
+def _flat(fields: dict, prefix: str = ""):
+    """(dotted name, [problems]) for each field of a webargs error, nested ones included."""
+    for name, problems in fields.items():
+        if isinstance(problems, dict):
+            yield from _flat(problems, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", problems
 
 
 def too_large(exc: RequestEntityTooLarge):
