@@ -35,6 +35,18 @@ def test_upload_two_images_and_see_both_results(browser, live_server):
     expect(page.locator("#model-info")).to_contain_text("sports100")
 
 
+def test_the_page_loads_with_no_failed_request(browser, live_server):
+    """Everything the page asks for on its own (its icon included) is there: the console stays clean."""
+    page = browser.new_page()
+    answers = []
+    page.on("response", lambda response: answers.append((response.status, response.url)))
+    page.goto(live_server)
+    expect(page.locator("#model-info")).to_contain_text("sports100")
+    page.wait_for_load_state("networkidle")
+    assert [(status, url) for status, url in answers if status >= 400] == []
+    assert page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)") == 200
+
+
 def test_bad_file_gets_a_clear_message(browser, live_server, tmp_path):
     bad = tmp_path / "holiday.jpg"
     bad.write_text("not a photo at all")
