@@ -7,9 +7,8 @@ side by side and each round measures, at every client count, the peer and the se
 back (the order alternating by round); then 16-image jobs from 16 clients, and the ceiling (decode
 + inference in this process, batches of 16) just after. The peer is paused (SIGSTOP) whenever it
 is not the one measured: idle, it still takes a quarter of a core, where the idle service takes
-next to nothing (bench/RESULTS.md). Each
-round's ratios, and their medians over the rounds, are what to read. The exit status is 1 if any
-request failed.
+next to nothing (bench/RESULTS.md). Each round's ratios, and their medians over the rounds, are
+what to read. The exit status is 1 if any request failed.
 
     python -m bench.versus --rounds 5
 """

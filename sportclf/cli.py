@@ -39,9 +39,11 @@ class Cli(click.Group):
 
 
 def server_url(ctx: click.Context, param: click.Parameter, url: str) -> str:
-    """The service's URL, with its scheme: without one, requests can only say InvalidSchema."""
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise Fail(f"--server needs a URL that starts with http:// or https://, e.g. http://{url} (got {url})")
+    """The service's URL, scheme and host: without them requests can only say InvalidSchema or InvalidURL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        example = "" if "://" in url else f", e.g. http://{url}"
+        raise Fail(f"--server needs a URL that starts with http:// or https:// and names a host{example} (got {url})")
     return url
 
 

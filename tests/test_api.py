@@ -1,6 +1,7 @@
 """REST contract v1, field by field, against a real Redis and a real worker process."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import uuid
 from datetime import datetime
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from harness import valid_images
+from webapp import create_app
 from samples import BAD, ODD_BUT_VALID, bomb
 
 
@@ -161,6 +163,14 @@ def test_unknown_route_is_json_404(web_client):
     assert body["error"]["message"] == "nothing at /api/v1/nothing-here (GET /docs lists the API's URLs)"
 
 
+def test_a_body_of_the_wrong_shape_says_which_field_and_why(settings):
+    client = create_app(dataclasses.replace(settings, api_key="k3y")).test_client()
+    for body, message in (([1, 2], "the JSON body: Invalid input type"),
+                          ({"canary": {"model": "m@1", "share": "half"}}, "field 'canary.share': Not a valid number")):
+        response = client.patch("/api/v1/models/routing", json=body, headers={"X-API-Key": "k3y"})
+        assert assert_error(response, 422, "unprocessable_entity")["error"]["message"] == f"invalid request: {message}"
+
+
 def test_a_wrong_method_says_which_the_url_takes(web_client):
     response = web_client.put("/api/v1/jobs")
     body = assert_error(response, 405, "method_not_allowed")
@@ -188,7 +198,7 @@ def test_wait_is_bounded(web_client):
     status_url = upload(web_client, [(content, name)]).get_json()["status_url"]
     assert_error(web_client.get(f"{status_url}?wait=31"), 422, "invalid_wait")
     body = assert_error(web_client.get(f"{status_url}?wait=soon"), 422, "unprocessable_entity")
-    assert body["error"]["message"] == "invalid request: query parameter 'wait': Not a valid number."
+    assert body["error"]["message"] == "invalid request: query parameter 'wait': Not a valid number"
 
 
 def test_classes(web_client, app):

@@ -8,6 +8,7 @@ import signal
 import sys
 
 import psutil
+import pytest
 
 from bench.heavy import main as heavy_main
 from bench.round_trips import measure as round_trips
@@ -61,7 +62,6 @@ def test_the_round_trip_count_counts_each_lone_photo(tmp_path):
     assert len(per_job) == 3 and all(count >= 1 for count in per_job)
 
 
-
 def test_a_paused_server_stops_with_its_children_and_runs_again_after(tmp_path):
     """What bench.versus does to the peer while the service is measured: the whole process group
     stopped for the block (an idle server takes no CPU from the one measured), running after."""
@@ -77,6 +77,10 @@ def test_a_paused_server_stops_with_its_children_and_runs_again_after(tmp_path):
 
         with sleeper.paused():
             wait_for(lambda: statuses() == {psutil.STATUS_STOPPED}, 10, "both processes stopped")
+        wait_for(lambda: psutil.STATUS_STOPPED not in statuses(), 10, "both processes running again")
+        with pytest.raises(KeyboardInterrupt), sleeper.paused():  # a Ctrl-C mid-measurement
+            wait_for(lambda: statuses() == {psutil.STATUS_STOPPED}, 10, "both processes stopped")
+            raise KeyboardInterrupt
         wait_for(lambda: psutil.STATUS_STOPPED not in statuses(), 10, "both processes running again")
     finally:
         sleeper.stop()

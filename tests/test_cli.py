@@ -151,8 +151,11 @@ def test_a_missing_folder_a_service_that_is_down_or_an_unwritable_output_exits_2
     assert (tmp_path / "results.csv").read_text() == "earlier results\n"  # not wiped by a run that never began
     address = tight_server.removeprefix("http://")  # host:port, as people type it
     schemeless = sportclf("classify", "photos", "--server", address, cwd=tmp_path)
-    assert schemeless.returncode == 2 and schemeless.stderr.strip() == (
-        f"Error: --server needs a URL that starts with http:// or https://, e.g. http://{address} (got {address})")
+    expected = (f"Error: --server needs a URL that starts with http:// or https:// and names a host, "
+                f"e.g. http://{address} (got {address})")
+    assert schemeless.returncode == 2 and schemeless.stderr.strip() == expected
+    hostless = sportclf("classify", "photos", "--server", "http://", cwd=tmp_path)
+    assert hostless.returncode == 2 and hostless.stderr.strip().endswith("names a host (got http://)"), hostless.stderr
     unwritable = sportclf("classify", "photos", "--server", tight_server, "--out", "no-such-dir/r.csv", cwd=tmp_path)
     assert unwritable.returncode == 2 and unwritable.stderr.startswith("Error: cannot write no-such-dir/r.csv")
 

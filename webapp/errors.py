@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from typing import NoReturn
 
 from apiflask import APIFlask, HTTPError, abort
@@ -27,14 +26,15 @@ def fail(code: ErrorCode, message: str, headers: dict | None = None, **extra) ->
 
 # Where webargs found a field that failed validation, as a client would name it.
 WHERE = {"query": "query parameter", "json": "field", "form": "form field", "files": "part", "headers": "header"}
+WHOLE = "_schema"  # marshmallow's name for the value as a whole (a JSON body that is no object)
 
 
 def error_body(error: HTTPError) -> tuple[dict, int, dict]:
     extra = dict(error.extra_data or {})
     code = extra.pop("code", None)
     message = error.message if code else generic_message(error)
-    return {"error": {"code": code or ErrorCode.for_status(error.status_code), "message": message}, **extra}, \
-        error.status_code, error.headers
+    body = {"error": {"code": code or ErrorCode.for_status(error.status_code), "message": message}, **extra}
+    return body, error.status_code, error.headers
 
 
 def generic_message(error: HTTPError) -> str:
@@ -42,25 +42,29 @@ def generic_message(error: HTTPError) -> str:
     request's own part that was wrong, rather than the status's name."""
     if error.status_code == 422 and error.detail:  # schema validation: which field, and why
         return "invalid request: " + "; ".join(
-            f"{WHERE.get(location, location)} '{name}': {' '.join(map(str, problems))}"
+            f"{_field(location, name)}: {' '.join(map(str, problems)).rstrip('.')}"
             for location, fields in error.detail.items() for name, problems in _flat(fields))
-    if error.message != HTTPStatus(error.status_code).phrase:  # someone's own words already
-        return error.message
-    if error.status_code == 405:
-        allowed = [m for m in (error.headers or {}).get("Allow", "").split(", ") if m not in ("", "HEAD", "OPTIONS")]
+    allowed = [m for m in (error.headers or {}).get("Allow", "").split(", ") if m not in ("", "HEAD", "OPTIONS")]
+    if error.status_code == 405 and allowed:
         return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}"
     if error.status_code == 404:
         return f"nothing at {request.path} (GET /docs lists the API's URLs)"
     return error.message
 
 
-def _flat(fields: dict, prefix: str = ""):
+def _flat(problems, name: str = ""):
     """(dotted name, [problems]) for each field of a webargs error, nested ones included."""
-    for name, problems in fields.items():
-        if isinstance(problems, dict):
-            yield from _flat(problems, f"{prefix}{name}.")
-        else:
-            yield f"{prefix}{name}", problems
+    if not isinstance(problems, dict):
+        yield name, problems
+        return
+    for key, inner in problems.items():
+        yield from _flat(inner, f"{name}.{key}" if name else str(key))
+
+
+def _field(location: str, name: str) -> str:
+    if name in ("", WHOLE):
+        return "the JSON body" if location == "json" else f"the {location}"
+    return f"{WHERE.get(location, location)} '{name}'"
 
 
 def too_large(exc: RequestEntityTooLarge):

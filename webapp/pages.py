@@ -17,6 +17,12 @@ def index():
     return send_from_directory(current_app.static_folder, "index.html")
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """For browsers that ask there whatever the page names (the page names the same icon)."""
+    return send_from_directory(current_app.static_folder, "favicon.svg")
+
+
 @bp.get(f"{DOCS_ASSETS}/<path:filename>")
 def docs_asset(filename: str):
     return send_from_directory(SWAGGER_UI_DIST, filename)
