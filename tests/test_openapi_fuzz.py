@@ -14,6 +14,12 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 EXCLUDED = [positive_data_acceptance]
 
 
+def sent_as_generated(case) -> bool:
+    """False for a form field made an empty list to break its type: multipart sends no part for it,
+    so the request is the same as one without the field, and valid."""
+    return not (isinstance(case.body, dict) and any(value == [] for name, value in case.body.items() if name != "file"))
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
 def test_api_matches_its_openapi_document(app, worker, mode):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
@@ -22,7 +28,7 @@ def test_api_matches_its_openapi_document(app, worker, mode):
     for operation in operations:
         if mode is GenerationMode.NEGATIVE and not (operation.body or operation.query):
             continue  # nothing to get wrong (e.g. GET /health; a job id is any string, answered 404 if unknown)
-        @given(case=operation.as_strategy(generation_mode=mode))
+        @given(case=operation.as_strategy(generation_mode=mode).filter(sent_as_generated))
         @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         def check(case):
             case.call_and_validate(excluded_checks=EXCLUDED)

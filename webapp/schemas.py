@@ -28,9 +28,10 @@ class UploadIn(Schema):
                 metadata={"description": "one part per image (JPEG, PNG, GIF, WebP, BMP, ...)"})
     # The optional callback_url's example is empty (with none, Swagger UI makes up a URL) and the
     # Idempotency-Key has none: /docs's "Try it out" sends what it shows with every request (a
-    # callback this service may have no secret for, one key with other photos: a 409).
+    # callback this service may have no secret for, one key with other photos: a 409). The pattern
+    # admits the empty value a form sends for a field left blank.
     callback_url = String(metadata={
-        "format": "uri", "example": "",
+        "pattern": r"^(https?://\S+)?$", "example": "",
         "description": "optional (an empty value is none): once the job is done the service POSTs its document "
                        "(as `GET status_url` answers) here, signed with `X-Sportclf-Signature: t=<unix time>,"
                        "v1=<hex HMAC-SHA256 of \"<t>.<body>\" with WEBHOOK_SECRET>`, retried with backoff; the "

@@ -90,11 +90,10 @@ def read_upload(max_files: int, callback: bool = False) -> NewJob:
 
 
 def read_callback_url() -> str | None:
-    """The form's `callback_url`, if any, once it is known to be one the service may call. A blank
+    """The form's `callback_url`, if any, once it is known to be one the service may call. An empty
     one is none: a form (/docs's "Try it out", an HTML form) sends its empty fields too."""
-    settings = current_app.extensions["settings"]
-    urls = [url for url in request.form.getlist(CALLBACK_FIELD) if url.strip()]
-    if not urls:
+    settings, urls = current_app.extensions["settings"], request.form.getlist(CALLBACK_FIELD)
+    if urls in ([], [""]):
         return None
     if not settings.webhook_secret:
         fail(ErrorCode.WEBHOOKS_DISABLED, "this service has no WEBHOOK_SECRET to sign callbacks with: "
