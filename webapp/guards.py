@@ -81,13 +81,19 @@ def _check_backlog() -> None:
         if standing is None:
             pipe.info("memory")
         answers = pipe.execute()
-    g.routing = routing.parse(answers[2 * len(models)], current_app.extensions["routing"])  # see models.current
-    g.routing_read_at = time.monotonic()
+    remember_routing(answers[2 * len(models)])
     depth = sum(answers[:2 * len(models)])
     used, limit = standing or _redis_memory(answers[-1])
     if depth >= settings.max_queue_depth or used >= limit:
         message = f"the service is busy ({depth} batches, {used / 2**20:.0f} MB waiting); try again shortly"
         fail(ErrorCode.OVERLOADED, message, headers={"Retry-After": "10"})
+
+
+def remember_routing(stored: dict[bytes, bytes]) -> routing.Routing:
+    """Keeps the routing just read from Redis (its hash's fields) for the rest of the request, with
+    when it was read: webapp/models.current answers from it while it is fresh."""
+    g.routing, g.routing_read_at = routing.parse(stored, current_app.extensions["routing"]), time.monotonic()
+    return g.routing
 
 
 def _refusal_standing() -> tuple[int, float] | None:

@@ -17,7 +17,7 @@ from common.registry import ModelEntry, entry, published, registry
 from common.routing import Routing, Split
 from webapp import examples, schemas
 from webapp.errors import fail
-from webapp.guards import admin
+from webapp.guards import admin, remember_routing
 from webapp.openapi import errors
 
 bp = APIBlueprint("models", __name__, url_prefix="/api/v1", tag="Models")
@@ -45,8 +45,7 @@ def current() -> Routing:
     a submission's guard reads it with the backlog, in the same round trip, and it is read again
     here only if that reading is older than ROUTING_FRESH_S (an upload that took its time)."""
     if "routing" not in g or time.monotonic() - g.routing_read_at > ROUTING_FRESH_S:
-        g.routing = routing.load(current_app.extensions["redis"], current_app.extensions["routing"])
-        g.routing_read_at = time.monotonic()
+        return remember_routing(current_app.extensions["redis"].hgetall(routing.KEY))
     return g.routing
 
 
