@@ -44,9 +44,10 @@ def generic_message(error: HTTPError) -> str:
         return "invalid request: " + "; ".join(
             f"{_field(location, name)}: {' '.join(map(str, problems)).rstrip('.')}"
             for location, fields in error.detail.items() for name, problems in _flat(fields))
-    allowed = [m for m in (error.headers or {}).get("Allow", "").split(", ") if m not in ("", "HEAD", "OPTIONS")]
-    if error.status_code == 405 and allowed:
-        return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}"
+    if error.status_code == 405:
+        allowed = [m for m in (error.headers or {}).get("Allow", "").split(", ") if m not in ("", "HEAD", "OPTIONS")]
+        if allowed:
+            return f"{request.path} does not take {request.method}; it takes {' or '.join(allowed)}"
     if error.status_code == 404:
         return f"nothing at {request.path} (GET /docs lists the API's URLs)"
     return error.message
